@@ -1,0 +1,230 @@
+"""``BaseBox``: the interface every box implements, each operation as a sync method and an
+``a``-prefixed async twin with the same parameters and the same result."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from .settings import CodeBoxSettings
+
+OnOutput = Callable[[OutputChunk], Any]
+"""Called with each chunk of output as it arrives."""
+
+Content = bytes | bytearray | memoryview | str
+"""What ``upload`` accepts: bytes, or text (encoded as UTF-8)."""
+
+
+def code_to_run(code: str | None, file_path: str | os.PathLike[str] | None) -> str:
+    """The code a ``run`` call means: ``code``, or the text of the local file ``file_path``.
+
+    Raises:
+        ValueError: Both or neither were given.
+    """
+    if (code is None) == (file_path is None):
+        raise ValueError("run() takes either code or file_path=, not both and not neither")
+    if code is not None:
+        if not isinstance(code, str):
+            raise ValueError(f"code must be a str, not {type(code).__name__}")
+        return code
+    return Path(file_path).read_text(encoding="utf-8")  # type: ignore[arg-type]
+
+
+class BaseBox(abc.ABC):
+    """An isolated, stateful Python execution environment.
+
+    Every operation exists as a blocking method and as an ``a``-prefixed coroutine.
+    Methods other than ``start``/``status`` start a box that was never started. A box works
+    from sync and async code alike (not at the same instant); executions on one box are
+    serialised, different boxes run in parallel. ``interrupt`` may be called from another
+    thread or task while a run is in progress.
+    """
+
+    settings: CodeBoxSettings
+
+    def __init__(self, *, settings: CodeBoxSettings | None = None) -> None:
+        self.settings = settings if settings is not None else CodeBoxSettings()
+        self._session_id: str | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        """The id of the box's session once started (``None`` before)."""
+        return self._session_id
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self._session_id} {self._state_name()}>"
+
+    def _state_name(self) -> str:
+        return "started" if self._session_id else "new"
+
+    # -- context managers -------------------------------------------------------------
+
+    def __enter__(self) -> BaseBox:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> BaseBox:
+        await self.astart()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def start(self) -> CodeBoxStatus:
+        """Start the box (idempotent). Returns the status ``"started"``."""
+
+    @abc.abstractmethod
+    async def astart(self) -> CodeBoxStatus:
+        """Async version of `start`."""
+
+    @abc.abstractmethod
+    def stop(self) -> CodeBoxStatus:
+        """Stop the box and free everything it owns (idempotent); it can be started again."""
+
+    @abc.abstractmethod
+    async def astop(self) -> CodeBoxStatus:
+        """Async version of `stop`."""
+
+    @abc.abstractmethod
+    def status(self) -> CodeBoxStatus:
+        """``"running"``, ``"starting"`` or ``"stopped"``; never has side effects."""
+
+    @abc.abstractmethod
+    async def astatus(self) -> CodeBoxStatus:
+        """Async version of `status`."""
+
+    # -- code -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def run(
+        self,
+        code: str | None = None,
+        *,
+        file_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CodeBoxOutput:
+        """Run code (or the local file ``file_path``) and return all of its output.
+
+        Args:
+            code: Python source to run.
+            file_path: A local file whose text is run instead of ``code``.
+            timeout: Seconds before the run is interrupted (default: the setting
+                ``run_timeout``, no limit). The output so far is kept and the result's
+                ``error.name`` is ``"TimeoutError"``.
+            on_output: Called with each `OutputChunk` as it arrives.
+
+        Raises:
+            ValueError: Both or neither of ``code`` and ``file_path`` were given.
+            CodeBoxError: The box itself failed (a failure of the code is ``output.error``).
+        """
+
+    @abc.abstractmethod
+    async def arun(
+        self,
+        code: str | None = None,
+        *,
+        file_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CodeBoxOutput:
+        """Async version of `run`."""
+
+    @abc.abstractmethod
+    def stream(self, code: str, *, timeout: float | None = None) -> Iterator[OutputChunk]:
+        """Run code and yield its output chunks as they are produced.
+
+        Leaving the loop early interrupts the run.
+        """
+
+    @abc.abstractmethod
+    def astream(self, code: str, *, timeout: float | None = None) -> AsyncIterator[OutputChunk]:
+        """Async version of `stream`."""
+
+    @abc.abstractmethod
+    def interrupt(self) -> CodeBoxStatus:
+        """Interrupt the running execution (state is kept); callable from another thread."""
+
+    @abc.abstractmethod
+    async def ainterrupt(self) -> CodeBoxStatus:
+        """Async version of `interrupt`."""
+
+    @abc.abstractmethod
+    def restart(self) -> CodeBoxStatus:
+        """Restart the kernel: variables are gone, files are kept."""
+
+    @abc.abstractmethod
+    async def arestart(self) -> CodeBoxStatus:
+        """Async version of `restart`."""
+
+    @abc.abstractmethod
+    def install(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
+        """Install packages with pip into the box's interpreter.
+
+        Raises:
+            CodeBoxError: The install failed; the message carries pip's.
+        """
+
+    @abc.abstractmethod
+    async def ainstall(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
+        """Async version of `install`."""
+
+    # -- files ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def upload(
+        self, file_name: str, content: Content, *, timeout: float | None = None
+    ) -> CodeBoxFile:
+        """Write ``content`` to the relative path ``file_name`` in the box.
+
+        Raises:
+            CodeBoxError: The name is absolute, escapes with ``..`` or holds a NUL byte
+                (nothing is written), or the transfer failed.
+        """
+
+    @abc.abstractmethod
+    async def aupload(
+        self, file_name: str, content: Content, *, timeout: float | None = None
+    ) -> CodeBoxFile:
+        """Async version of `upload`."""
+
+    @abc.abstractmethod
+    def download(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+        """Read the file ``file_name`` from the box.
+
+        Raises:
+            CodeBoxNotFoundError: There is no such file (also a ``FileNotFoundError``).
+        """
+
+    @abc.abstractmethod
+    async def adownload(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+        """Async version of `download`."""
+
+    @abc.abstractmethod
+    def list_files(self) -> list[CodeBoxFile]:
+        """Every file in the box, recursively, with sizes, sorted by name."""
+
+    @abc.abstractmethod
+    async def alist_files(self) -> list[CodeBoxFile]:
+        """Async version of `list_files`."""

@@ -1,0 +1,187 @@
+"""The Jupyter Kernel Gateway a `LocalBox` spawns, and the one each process shares.
+
+The gateway runs ``codebox._gateway_app`` in a child process. It never outlives us: its
+stdin is a pipe whose only write end we hold, and it shuts itself and its kernels down when
+that pipe closes — on `GatewayProcess.close`, at interpreter exit, and when this process is
+killed, SIGKILL included, since the kernel closes our end then.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from ._gateway_app import READY
+from .errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    """Where a gateway answers: its base URL and auth token. ``generation`` changes whenever
+    a spawned gateway is replaced, so kernels of the old one are known to be gone."""
+
+    url: str
+    token: str | None
+    generation: int = 0
+
+
+class GatewayProcess:
+    """One spawned gateway: 127.0.0.1, a random token, the port it really bound, a private
+    runtime directory for its connection files, its log drained into `logging`.
+
+    Raises:
+        GatewayError: It exited or did not report ready within ``start_timeout`` seconds.
+    """
+
+    def __init__(self, *, start_timeout: float = 60.0, debug: bool = False) -> None:
+        self.token = secrets.token_urlsafe(32)
+        self._runtime_dir = tempfile.mkdtemp(prefix="codebox-gateway-")
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._ready = threading.Event()
+        self.port: int | None = None
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=self._runtime_dir, PYTHONUNBUFFERED="1")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "codebox._gateway_app"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self._runtime_dir,
+            env=env,
+            # Its own session: a Ctrl-C meant for us must not kill the gateway under a run.
+            start_new_session=True,
+        )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"token": self.token, "debug": debug}).encode() + b"\n")
+        self._proc.stdin.flush()
+        self._reader = threading.Thread(
+            target=self._drain, name=f"codebox-gateway-log-{self._proc.pid}", daemon=True
+        )
+        self._reader.start()
+        if not self._ready.wait(start_timeout) or self.port is None:
+            exited = self._proc.poll()
+            self.close()
+            tail = "\n".join(self._log_tail)
+            if exited is None:
+                raise GatewayError(
+                    f"the Kernel Gateway did not start within {start_timeout:g} s:\n{tail}"
+                )
+            raise GatewayError(f"the Kernel Gateway exited with code {exited}:\n{tail}")
+        self.url = f"http://127.0.0.1:{self.port}"
+        log.debug("gateway pid %s ready at %s", self._proc.pid, self.url)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def _drain(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if not self._ready.is_set() and line.startswith(READY):
+                self.port = int(line.split()[1])
+                self._ready.set()
+                continue
+            self._log_tail.append(line)
+            log.debug("gateway: %s", line)
+        self._ready.set()  # it exited: wake a start that is still waiting
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the gateway and its kernels: close its stdin (it shuts down by itself), then
+        terminate and kill if it takes longer than ``timeout`` seconds. Idempotent."""
+        proc = self._proc
+        if proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(2.0)
+        if self._reader.is_alive() and self._reader is not threading.current_thread():
+            self._reader.join(1.0)
+        shutil.rmtree(self._runtime_dir, ignore_errors=True)
+
+
+class SharedGateway:
+    """The gateway boxes of this process share: spawned on first use, replaced when it died,
+    closed when the last box releases it and at interpreter exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: GatewayProcess | None = None
+        self._users = 0
+        self._generation = 0
+        atexit.register(self.close)
+
+    def acquire(self, *, start_timeout: float, debug: bool) -> GatewayAddress:
+        """Count one more user and return the gateway's address, spawning it if needed."""
+        with self._lock:
+            self._users += 1
+            try:
+                return self._address(start_timeout, debug)
+            except BaseException:
+                self._users -= 1
+                raise
+
+    def current(self, *, start_timeout: float, debug: bool) -> GatewayAddress:
+        """The address for a user that already holds the gateway (respawned if it died)."""
+        with self._lock:
+            return self._address(start_timeout, debug)
+
+    def _address(self, start_timeout: float, debug: bool) -> GatewayAddress:
+        proc = self._process
+        if proc is None or not proc.alive():
+            if proc is not None:
+                log.warning("the Kernel Gateway (pid %s) died; starting a new one", proc.pid)
+                proc.close(0.1)
+            started = time.monotonic()
+            self._process = proc = GatewayProcess(start_timeout=start_timeout, debug=debug)
+            self._generation += 1
+            log.debug("gateway started in %.2f s", time.monotonic() - started)
+        return GatewayAddress(proc.url, proc.token, self._generation)
+
+    def release(self) -> None:
+        """One user less; the last one out stops the gateway."""
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users or self._process is None:
+                return
+            proc, self._process = self._process, None
+        proc.close()
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._process = self._process, None
+            self._users = 0
+        if proc is not None:
+            proc.close()
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._process
+        return proc.pid if proc is not None and proc.alive() else None
+
+
+shared_gateway = SharedGateway()

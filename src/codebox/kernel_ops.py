@@ -1,0 +1,392 @@
+"""What a `LocalBox` does, written once for its sync and async twins: pure, no I/O.
+
+Each operation is a generator that *yields I/O requests* (`Http`, `Connect`, `Send`, `Recv`,
+...) and receives their results, so its logic — kernel lifecycle, timeouts, interrupts,
+deaths, file transfers — lives in one place. `codebox.transport` holds the two drivers
+that carry the requests out, one blocking and one on asyncio. A driver throws I/O failures
+and cancellations (``KeyboardInterrupt``, ``asyncio.CancelledError``) into the generator at
+the request that was under way, so the operation can react (interrupt the kernel) and
+re-raise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import jupyter
+from .errors import (
+    CodeBoxAuthError,
+    CodeBoxConnectionError,
+    CodeBoxError,
+    CodeBoxNotFoundError,
+    CodeBoxTimeoutError,
+    GatewayError,
+    KernelDiedError,
+)
+from .gateway import GatewayAddress
+from .jupyter import Execution, Message, decode_frame
+from .kernel_snippets import DATA_MSG_TYPE, snippet
+from .paths import check_file_name
+from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
+
+# -- the I/O requests --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Get the gateway's address (spawning or replacing a gateway if the box owns one)."""
+
+
+@dataclass(frozen=True)
+class ReleaseGateway:
+    """The box no longer needs the gateway it acquired."""
+
+
+@dataclass(frozen=True)
+class Http:
+    """A REST call to the gateway; the result is ``(status_code, parsed JSON or None)``."""
+
+    address: GatewayAddress
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open the kernel websocket (no-op when it is open to that kernel already). Raises
+    `CodeBoxNotFoundError` if the kernel is gone, `CodeBoxConnectionError` if unreachable."""
+
+    address: GatewayAddress
+    kernel_id: str
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Close the kernel websocket, if open."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send one frame on the kernel websocket."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Recv:
+    """Receive one frame; the result is ``None`` when ``timeout`` seconds pass first."""
+
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Hand one output chunk to the caller (``on_output``, or the stream's consumer)."""
+
+    chunk: OutputChunk
+
+
+Request = Gateway | ReleaseGateway | Http | Connect | Disconnect | Send | Recv | Emit
+Op = Generator[Request, Any, Any]
+
+
+class StreamAbandoned(Exception):
+    """Thrown into a streaming run whose consumer stopped reading: the run is interrupted."""
+
+
+# -- the state of one box's kernel ---------------------------------------------------------
+
+
+@dataclass
+class KernelConfig:
+    """What a box asks of its kernel."""
+
+    kernel_name: str = "python3"
+    root: str | None = None  # the working directory; None: the kernel makes a temporary one
+    timeout: float = 60.0
+    start_timeout: float = 60.0
+    interrupt_timeout: float = 5.0
+    output_limit: int | None = None
+    chunk_size: int = 8 * 1024 * 1024
+
+
+@dataclass
+class KernelState:
+    """The box's kernel as far as the box knows it."""
+
+    status: str = "stopped"
+    address: GatewayAddress | None = None
+    kernel_id: str | None = None
+    root: str | None = None
+    needs_setup: bool = False
+    session: jupyter.Session = field(default_factory=jupyter.Session)
+
+
+# -- building blocks -------------------------------------------------------------------------
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def http(st: KernelState, what: str, method: str, path: str, body: Any = None,
+         timeout: float = 60.0) -> Op:
+    """A gateway REST call that must succeed; returns the parsed body."""
+    assert st.address is not None
+    status, payload = yield Http(st.address, method, path, body, timeout)
+    if status < 300:
+        return payload
+    detail = payload.get("message") or payload.get("reason") if isinstance(payload, dict) else None
+    message = f"{what}: the gateway answered HTTP {status}" + (f" ({detail})" if detail else "")
+    kind = {401: CodeBoxAuthError, 403: CodeBoxAuthError, 404: CodeBoxNotFoundError}
+    raise kind.get(status, GatewayError)(message, http_status=status, json_body=payload)
+
+
+def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
+    """Make sure the box has a live kernel, connected and set up; start one if needed."""
+    if st.kernel_id is not None and st.address is not None:
+        try:
+            yield Connect(st.address, st.kernel_id, cfg.start_timeout)
+        except (CodeBoxNotFoundError, CodeBoxConnectionError):
+            st.kernel_id = None  # the kernel, or its gateway, is gone: start afresh
+    if st.kernel_id is None:
+        st.status = "starting"
+        st.address = yield Gateway()
+        body = yield from http(st, "start a kernel", "POST", "/api/kernels",
+                               {"name": cfg.kernel_name}, cfg.start_timeout)
+        st.kernel_id = body["id"]
+        st.needs_setup = True
+        yield Connect(st.address, st.kernel_id, cfg.start_timeout)
+    if st.needs_setup:
+        data = yield from call(st, snippet("setup", root=cfg.root), cfg.start_timeout, "set up")
+        st.root = data[0].content["root"]
+        st.needs_setup = False
+    st.status = "running"
+
+
+def call(st: KernelState, code: str, timeout: float | None, what: str,
+         buffers: tuple[bytes | memoryview, ...] = (),
+         on_data: Callable[[Message], None] | None = None) -> Op:
+    """Run a codebox snippet silently; return its ``codebox_data`` messages (or hand each to
+    ``on_data``). A failure of the snippet raises `CodeBoxError`."""
+    msg_id, frame = st.session.execute_request(code, silent=True, buffers=buffers)
+    yield Send(frame)
+    ex = Execution(msg_id)
+    data: list[Message] = []
+    deadline = _deadline(timeout)
+    while not ex.done:
+        raw = yield Recv(_remaining(deadline))
+        if raw is None:
+            yield from interrupt_quietly(st)
+            raise CodeBoxTimeoutError(f"{what}: no answer from the kernel within {timeout:g} s")
+        msg = decode_frame(raw)
+        if msg.msg_type == DATA_MSG_TYPE and msg.parent_id == msg_id:
+            if on_data is not None:
+                on_data(msg)
+            else:
+                data.append(msg)
+        else:
+            ex.feed(msg)
+    if ex.died:
+        _kernel_lost(st, ex.died)
+        raise KernelDiedError(f"{what}: the kernel died ({ex.died}); its state is gone")
+    if ex.error is not None:
+        err = ex.error
+        kind = CodeBoxNotFoundError if err.name == "FileNotFoundError" else CodeBoxError
+        raise kind(f"{what}: {err.name}: {err.value}")
+    return data
+
+
+def _kernel_lost(st: KernelState, how: str) -> None:
+    """The kernel restarted under us (state gone, set it up again) or is dead for good."""
+    st.needs_setup = True
+    if how == "dead":
+        st.kernel_id = None
+
+
+def interrupt_quietly(st: KernelState) -> Op:
+    """Interrupt the kernel, ignoring failures (used while unwinding)."""
+    if st.kernel_id is None or st.address is None:
+        return
+    try:
+        yield Http(st.address, "POST", f"/api/kernels/{st.kernel_id}/interrupt", None, 5.0)
+    except CodeBoxError:
+        pass
+
+
+# -- the operations --------------------------------------------------------------------------
+
+
+def start(st: KernelState, cfg: KernelConfig) -> Op:
+    yield from ensure_kernel(st, cfg)
+    return CodeBoxStatus(status="started")
+
+
+def stop(st: KernelState, cfg: KernelConfig, *, remove_root: bool) -> Op:
+    """Delete the kernel (after removing its temporary directory, when the kernel made it),
+    close the websocket and release the gateway. Never raises for a kernel already gone."""
+    if st.kernel_id is not None and st.address is not None:
+        if remove_root and st.root is not None and not st.needs_setup:
+            try:
+                yield from call(st, snippet("cleanup", root=st.root), 5.0, "clean up")
+            except CodeBoxError:
+                pass
+        try:
+            yield Http(st.address, "DELETE", f"/api/kernels/{st.kernel_id}", None, cfg.timeout)
+        except CodeBoxError:
+            pass
+    yield Disconnect()
+    yield ReleaseGateway()
+    st.kernel_id = None
+    st.root = None
+    st.status = "stopped"
+    return CodeBoxStatus(status="stopped")
+
+
+def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None) -> Op:
+    """Run user code; emit each chunk as it arrives; return the `CodeBoxOutput`."""
+    yield from ensure_kernel(st, cfg)
+    msg_id, frame = st.session.execute_request(code)
+    ex = Execution(msg_id, output_limit=cfg.output_limit)
+    yield Send(frame)
+    try:
+        finished = yield from _collect(ex, _deadline(timeout))
+    except CodeBoxConnectionError as exc:
+        st.needs_setup = True  # find out on the next run whether the kernel survived
+        return ex.output(ExecError(name="KernelDiedError",
+                                   value=f"lost the connection to the kernel: {exc}"))
+    except BaseException:
+        # Ctrl-C, task cancelled, stream abandoned: stop the code, not just our waiting.
+        if not ex.done:
+            yield from interrupt_quietly(st)
+        raise
+    if finished:
+        if ex.died:
+            _kernel_lost(st, ex.died)
+            return ex.output(ExecError(
+                name="KernelDiedError",
+                value="the kernel died while running this code; it was restarted and its "
+                "variables are gone" if ex.died == "restarting" else
+                "the kernel died while running this code; the next run starts a new one"))
+        return ex.output()
+    return (yield from _time_out(st, cfg, ex, timeout))
+
+
+def _collect(ex: Execution, deadline: float | None) -> Op:
+    """Feed messages to ``ex`` until it is done (True) or the deadline passes (False)."""
+    while not ex.done:
+        raw = yield Recv(_remaining(deadline))
+        if raw is None:
+            return False
+        chunk = ex.feed(decode_frame(raw))
+        if chunk is not None:
+            yield Emit(chunk)
+    return True
+
+
+def _time_out(st: KernelState, cfg: KernelConfig, ex: Execution, timeout: float | None) -> Op:
+    """The run took too long: interrupt it, keep its output, restart if it will not stop."""
+    yield from interrupt_quietly(st)
+    if (yield from _collect(ex, _deadline(cfg.interrupt_timeout))) and not ex.died:
+        value = f"the run exceeded its timeout of {timeout:g} s and was interrupted"
+        return ex.output(ExecError(name="TimeoutError", value=value))
+    yield from restart(st, cfg)
+    value = (f"the run exceeded its timeout of {timeout:g} s and did not stop when "
+             "interrupted; the kernel was restarted and its variables are gone")
+    return ex.output(ExecError(name="TimeoutError", value=value))
+
+
+def interrupt(st: KernelState, cfg: KernelConfig) -> Op:
+    if st.kernel_id is None:
+        yield from ensure_kernel(st, cfg)
+    yield from http(st, "interrupt", "POST", f"/api/kernels/{st.kernel_id}/interrupt",
+                    None, cfg.timeout)
+    return CodeBoxStatus(status="interrupted")
+
+
+def restart(st: KernelState, cfg: KernelConfig) -> Op:
+    """A real kernel restart: variables gone, files kept (the same root)."""
+    yield from ensure_kernel(st, cfg)
+    st.needs_setup = True
+    yield from http(st, "restart", "POST", f"/api/kernels/{st.kernel_id}/restart", {},
+                    cfg.start_timeout)
+    yield from ensure_kernel(st, cfg)
+    return CodeBoxStatus(status="restarted")
+
+
+def install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
+            timeout: float | None) -> Op:
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or name.startswith("-"):
+            raise ValueError(f"not a package name: {name!r}")
+    if not names:
+        raise ValueError("install() needs at least one package name")
+    yield from ensure_kernel(st, cfg)
+    (result,) = yield from call(st, snippet("install", root=st.root, packages=list(names)),
+                                timeout, "install")
+    if result.content["returncode"] != 0:
+        raise CodeBoxError(f"pip could not install {', '.join(names)}:\n"
+                           f"{result.content['output'].strip()}")
+    return CodeBoxStatus(status=f"{', '.join(names)} installed")
+
+
+def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
+           timeout: float | None) -> Op:
+    name = check_file_name(file_name)
+    if isinstance(content, str):
+        content = content.encode()
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise ValueError(f"content must be bytes or str, not {type(content).__name__}")
+    data = memoryview(content).cast("B")
+    yield from ensure_kernel(st, cfg)
+    size, step = len(data), cfg.chunk_size
+    offsets = range(0, size, step) if size else [0]
+    try:
+        for offset in offsets:
+            code = snippet("write", root=st.root, name=name, first=offset == 0,
+                           last=offset + step >= size)
+            chunk = data[offset:offset + step]
+            yield from call(st, code, timeout, f"upload {name!r}", (chunk,) if size else ())
+    except BaseException:
+        try:
+            yield from call(st, snippet("abort_write", root=st.root, name=name), 5.0, "clean up")
+        except CodeBoxError:
+            pass
+        raise
+    return CodeBoxFile(name=name, size=size)
+
+
+def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None) -> Op:
+    name = check_file_name(file_name)
+    yield from ensure_kernel(st, cfg)
+    buf = bytearray()
+
+    def on_data(msg: Message) -> None:
+        for part in msg.buffers:
+            buf.extend(part)
+
+    code = snippet("read", root=st.root, name=name, chunk_size=cfg.chunk_size)
+    yield from call(st, code, timeout, f"download {name!r}", on_data=on_data)
+    return CodeBoxFile(name=name, size=len(buf), content=bytes(buf))
+
+
+def list_files(st: KernelState, cfg: KernelConfig) -> Op:
+    yield from ensure_kernel(st, cfg)
+    (result,) = yield from call(st, snippet("list", root=st.root), cfg.timeout, "list files")
+    files = [CodeBoxFile(name=n, size=s) for n, s in result.content["files"]]
+    return sorted(files, key=lambda f: f.name)
+
+
+def status(st: KernelState) -> CodeBoxStatus:
+    return CodeBoxStatus(status=st.status)
+

@@ -1,0 +1,302 @@
+"""``LocalBox``: code runs in a Jupyter kernel served by a Jupyter Kernel Gateway.
+
+By default the box spawns a gateway on 127.0.0.1 (one per process, shared by its boxes);
+with ``gateway_url`` it uses a running Kernel Gateway or Enterprise Gateway instead, and
+then everything, files included, goes through the gateway and the kernel.
+
+A kernel keeps the user's code and state out of the caller's process, but it runs as the
+same user on the same machine: a `LocalBox` is not a security boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import kernel_ops as ops
+from .base import BaseBox, Content, OnOutput, code_to_run
+from .errors import CodeBoxError
+from .gateway import GatewayAddress, shared_gateway
+from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from .settings import CodeBoxSettings
+from .transport import AsyncDriver, Done, SyncDriver
+
+INSTALL_TIMEOUT = 600.0
+
+
+class LocalBox(BaseBox):
+    """A box whose code runs in a Jupyter kernel, over the Kernel Gateway REST API and the
+    kernel websocket.
+
+    Args:
+        working_dir: The directory the kernel runs in and that file names are relative to.
+            Default: a fresh private temporary directory, deleted on `stop`.
+        kernel_name: The kernelspec to start (default ``"python3"``).
+        gateway_url: A running Kernel Gateway or Enterprise Gateway to use instead of
+            spawning one.
+        gateway_token: The auth token of that gateway.
+        settings: Settings for this box (default: read from ``CODEBOX_*`` and ``.env``).
+    """
+
+    _live: ClassVar[weakref.WeakValueDictionary[str, LocalBox]] = weakref.WeakValueDictionary()
+
+    def __init__(
+        self,
+        *,
+        working_dir: str | os.PathLike[str] | None = None,
+        kernel_name: str | None = None,
+        gateway_url: str | None = None,
+        gateway_token: str | None = None,
+        settings: CodeBoxSettings | None = None,
+    ) -> None:
+        super().__init__(settings=settings)
+        s = self.settings
+        self._gateway_url = (gateway_url or s.gateway_url or "").rstrip("/") or None
+        self._gateway_token = gateway_token if gateway_token is not None else s.gateway_token
+        wd = working_dir if working_dir is not None else s.working_dir
+        self._working_dir = str(wd) if wd is not None else None
+        self._kernel_name = kernel_name or s.kernel_name
+        self._temp_dir: str | None = None
+        self._holds_gateway = False
+        self._state = ops.KernelState()
+        self._sync = SyncDriver(self._gateway_address, self._release_gateway)
+        self._sync_lock = threading.Lock()
+        self._async: AsyncDriver | None = None
+        self._session_id = uuid.uuid4().hex
+        LocalBox._live[self._session_id] = self
+
+    @classmethod
+    def from_id(cls, session_id: str) -> LocalBox:
+        """The box of this process with that ``session_id``.
+
+        Raises:
+            CodeBoxError: There is none.
+        """
+        box = cls._live.get(str(session_id))
+        if box is None:
+            raise CodeBoxError(f"no LocalBox with session id {session_id!r} in this process")
+        return box
+
+    @property
+    def kernel_id(self) -> str | None:
+        """The gateway's id of the box's current kernel."""
+        return self._state.kernel_id
+
+    @property
+    def working_dir(self) -> str | None:
+        """The kernel's working directory (known once started)."""
+        return self._state.root
+
+    def _state_name(self) -> str:
+        return self._state.status
+
+    # -- plumbing: the gateway, the config, the two drivers ------------------------------
+
+    def _gateway_address(self) -> GatewayAddress:
+        if self._gateway_url is not None:
+            return GatewayAddress(self._gateway_url, self._gateway_token)
+        s = self.settings
+        if self._holds_gateway:
+            return shared_gateway.current(start_timeout=s.start_timeout, debug=s.debug)
+        address = shared_gateway.acquire(start_timeout=s.start_timeout, debug=s.debug)
+        self._holds_gateway = True
+        return address
+
+    def _release_gateway(self) -> None:
+        if self._holds_gateway:
+            self._holds_gateway = False
+            shared_gateway.release()
+
+    def _config(self) -> ops.KernelConfig:
+        root = self._working_dir
+        if root is not None and self._gateway_url is None:
+            root = str(Path(root).expanduser().resolve())
+        elif root is None and self._gateway_url is None:
+            # A spawned gateway runs on this machine: the box owns a local temporary root.
+            if self._temp_dir is None:
+                self._temp_dir = tempfile.mkdtemp(prefix="codebox-")
+            root = self._temp_dir
+        s = self.settings
+        return ops.KernelConfig(
+            kernel_name=self._kernel_name,
+            root=root,
+            timeout=s.timeout,
+            start_timeout=s.start_timeout,
+            interrupt_timeout=s.interrupt_timeout,
+            output_limit=s.output_limit,
+            chunk_size=s.chunk_size,
+        )
+
+    def _call(self, op: ops.Op, on_output: OnOutput | None = None) -> Any:
+        with self._sync_lock:
+            if self._async is not None and self._async.connected:
+                self._async.abort()  # one websocket at a time: the async one is idle now
+            return self._sync.run(op, on_output)
+
+    def _driver(self) -> AsyncDriver:
+        loop = asyncio.get_running_loop()
+        driver = self._async
+        if driver is None or driver.loop is not loop:
+            if driver is not None:
+                driver.abort()  # made on another (maybe closed) loop: start over here
+            driver = self._async = AsyncDriver(self._gateway_address, self._release_gateway)
+        if self._sync.connected:
+            self._sync.close()
+        return driver
+
+    async def _acall(self, op: ops.Op, on_output: OnOutput | None = None) -> Any:
+        driver = self._driver()
+        async with driver.lock:
+            return await driver.run(op, on_output)
+
+    def _stopped(self) -> CodeBoxStatus:
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+        return ops.status(self._state)
+
+    def _stop_op(self) -> ops.Op:
+        # Remove the root in the kernel only where the kernel made it (a remote gateway).
+        remove = self._working_dir is None and self._gateway_url is not None
+        return ops.stop(self._state, self._config(), remove_root=remove)
+
+    def _run_timeout(self, timeout: float | None) -> float | None:
+        return timeout if timeout is not None else self.settings.run_timeout
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> CodeBoxStatus:
+        return self._call(ops.start(self._state, self._config()))
+
+    async def astart(self) -> CodeBoxStatus:
+        return await self._acall(ops.start(self._state, self._config()))
+
+    def stop(self) -> CodeBoxStatus:
+        self._call(self._stop_op())
+        self._sync.close()
+        return self._stopped()
+
+    async def astop(self) -> CodeBoxStatus:
+        driver = self._driver()
+        async with driver.lock:
+            await driver.run(self._stop_op())
+            await driver.close()
+        return self._stopped()
+
+    def status(self) -> CodeBoxStatus:
+        return ops.status(self._state)
+
+    async def astatus(self) -> CodeBoxStatus:
+        return ops.status(self._state)
+
+    # -- code --------------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str | None = None,
+        *,
+        file_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CodeBoxOutput:
+        op = ops.execute(self._state, self._config(), code_to_run(code, file_path),
+                         self._run_timeout(timeout))
+        return self._call(op, on_output)
+
+    async def arun(
+        self,
+        code: str | None = None,
+        *,
+        file_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CodeBoxOutput:
+        op = ops.execute(self._state, self._config(), code_to_run(code, file_path),
+                         self._run_timeout(timeout))
+        return await self._acall(op, on_output)
+
+    def stream(self, code: str, *, timeout: float | None = None) -> Iterator[OutputChunk]:
+        op = ops.execute(self._state, self._config(), code_to_run(code, None),
+                         self._run_timeout(timeout))
+        with self._sync_lock:
+            if self._async is not None and self._async.connected:
+                self._async.abort()
+            yield from self._sync.steps(op)
+
+    async def astream(
+        self, code: str, *, timeout: float | None = None
+    ) -> AsyncIterator[OutputChunk]:
+        op = ops.execute(self._state, self._config(), code_to_run(code, None),
+                         self._run_timeout(timeout))
+        driver = self._driver()
+        async with driver.lock:
+            steps = driver.steps(op)
+            try:
+                async for item in steps:
+                    if isinstance(item, Done):
+                        return
+                    yield item
+            finally:
+                # Leaving early interrupts the run (the driver's unwinding does it).
+                await steps.aclose()
+
+    def interrupt(self) -> CodeBoxStatus:
+        # No lock: it exists to stop a run that holds it.
+        return self._sync.run(ops.interrupt(self._state, self._config()))
+
+    async def ainterrupt(self) -> CodeBoxStatus:
+        return await self._driver().run(ops.interrupt(self._state, self._config()))
+
+    def restart(self) -> CodeBoxStatus:
+        return self._call(ops.restart(self._state, self._config()))
+
+    async def arestart(self) -> CodeBoxStatus:
+        return await self._acall(ops.restart(self._state, self._config()))
+
+    def install(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
+        op = ops.install(self._state, self._config(), package_names, timeout or INSTALL_TIMEOUT)
+        return self._call(op)
+
+    async def ainstall(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
+        op = ops.install(self._state, self._config(), package_names, timeout or INSTALL_TIMEOUT)
+        return await self._acall(op)
+
+    # -- files -------------------------------------------------------------------------
+
+    def upload(
+        self, file_name: str, content: Content, *, timeout: float | None = None
+    ) -> CodeBoxFile:
+        op = ops.upload(self._state, self._config(), file_name, content,
+                        timeout or self.settings.timeout)
+        return self._call(op)
+
+    async def aupload(
+        self, file_name: str, content: Content, *, timeout: float | None = None
+    ) -> CodeBoxFile:
+        op = ops.upload(self._state, self._config(), file_name, content,
+                        timeout or self.settings.timeout)
+        return await self._acall(op)
+
+    def download(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+        op = ops.download(self._state, self._config(), file_name,
+                          timeout or self.settings.timeout)
+        return self._call(op)
+
+    async def adownload(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+        op = ops.download(self._state, self._config(), file_name,
+                          timeout or self.settings.timeout)
+        return await self._acall(op)
+
+    def list_files(self) -> list[CodeBoxFile]:
+        return self._call(ops.list_files(self._state, self._config()))
+
+    async def alist_files(self) -> list[CodeBoxFile]:
+        return await self._acall(ops.list_files(self._state, self._config()))

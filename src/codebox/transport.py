@@ -1,0 +1,407 @@
+"""The two drivers that carry out the I/O requests of `codebox.kernel_ops`: `SyncDriver`
+(httpx.Client, websockets' threading client) and `AsyncDriver` (httpx.AsyncClient,
+websockets' asyncio client). They convert every transport failure into a `CodeBoxError`
+here, in one place, and throw it into the operation at the request that failed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as aconnect
+from websockets.sync.client import ClientConnection as SyncConnection
+from websockets.sync.client import connect as sconnect
+
+from .errors import (
+    CodeBoxAuthError,
+    CodeBoxConnectionError,
+    CodeBoxError,
+    CodeBoxNotFoundError,
+    CodeBoxTimeoutError,
+    GatewayError,
+)
+from .gateway import GatewayAddress
+from .jupyter import WS_SUBPROTOCOL
+from .kernel_ops import (
+    Connect,
+    Disconnect,
+    Emit,
+    Gateway,
+    Http,
+    Op,
+    Recv,
+    ReleaseGateway,
+    Send,
+    StreamAbandoned,
+)
+
+GatewaySource = Callable[[], GatewayAddress]
+
+
+class Done:
+    """The last item of an async step sequence: the operation's result."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _headers(address: GatewayAddress) -> dict[str, str]:
+    return {"Authorization": f"token {address.token}"} if address.token else {}
+
+
+def _ws_url(address: GatewayAddress, kernel_id: str) -> str:
+    parts = urlsplit(address.url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/api/kernels/{kernel_id}/channels"
+
+
+def _ws_options(address: GatewayAddress) -> dict[str, Any]:
+    return {
+        "subprotocols": [WS_SUBPROTOCOL],
+        "additional_headers": _headers(address),
+        "max_size": None,  # outputs and file chunks are large; the kernel is ours
+        "compression": None,  # deflating megabytes of output costs more than it saves
+        "proxy": None,  # a *_PROXY variable must not route loopback traffic
+        "close_timeout": 2.0,
+    }
+
+
+def _handshake_error(exc: Exception, kernel_id: str) -> CodeBoxError:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status == 404:
+        return CodeBoxNotFoundError(f"kernel {kernel_id} is gone", http_status=404)
+    if status in (401, 403):
+        return CodeBoxAuthError("the gateway refused the token", http_status=status)
+    if status is not None:
+        return GatewayError(f"the kernel websocket was refused", http_status=status)
+    return CodeBoxConnectionError(f"cannot connect to kernel {kernel_id}: {exc}")
+
+
+def _http_error(exc: httpx.HTTPError, req: Http) -> CodeBoxError:
+    if isinstance(exc, httpx.TimeoutException):
+        return CodeBoxTimeoutError(f"{req.method} {req.path}: no answer within {req.timeout:g} s")
+    return CodeBoxConnectionError(f"{req.method} {req.path}: cannot reach the gateway: {exc}")
+
+
+def _parse(response: httpx.Response) -> tuple[int, Any]:
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = response.text
+    return response.status_code, body
+
+
+def _check_subprotocol(ws: Any) -> None:
+    if ws.subprotocol != WS_SUBPROTOCOL:
+        raise GatewayError(
+            f"the gateway does not speak the {WS_SUBPROTOCOL} websocket protocol "
+            "(jupyter_server >= 2 is needed)"
+        )
+
+
+class SyncDriver:
+    """Carries out operations with blocking I/O."""
+
+    def __init__(self, gateway: GatewaySource, release: Callable[[], None]) -> None:
+        self._gateway = gateway
+        self._release = release
+        self._client: httpx.Client | None = None
+        self._client_url: str | None = None
+        self._ws: SyncConnection | None = None
+        self._ws_key: tuple[str, str] | None = None
+
+    def run(self, op: Op, on_output: Callable[[Any], Any] | None = None) -> Any:
+        """Carry out ``op`` to its result, handing chunks to ``on_output``."""
+        steps = self.steps(op)
+        while True:
+            try:
+                chunk = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if on_output is not None:
+                on_output(chunk)
+
+    def steps(self, op: Op) -> Iterator[Any]:
+        """Carry out ``op``, yielding the chunks it emits; returns its result."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                req = op.throw(error) if error is not None else op.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(req, Emit):
+                try:
+                    yield req.chunk
+                except GeneratorExit:
+                    # The consumer left: let the op interrupt the run, then close quietly.
+                    self._unwind(op, StreamAbandoned())
+                    raise
+                continue
+            try:
+                value = self._do(req)
+            except BaseException as exc:  # noqa: BLE001 - handed to the op, which re-raises
+                error = exc
+
+    def _unwind(self, op: Op, exc: BaseException) -> None:
+        try:
+            for _ in self.steps(_throwing(op, exc)):
+                pass
+        except StreamAbandoned:
+            pass
+
+    def _do(self, req: Any) -> Any:
+        if isinstance(req, Recv):
+            assert self._ws is not None
+            try:
+                return self._ws.recv(timeout=req.timeout)
+            except TimeoutError:
+                return None
+            except websockets.ConnectionClosed as exc:
+                self._drop_ws()
+                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+        if isinstance(req, Send):
+            assert self._ws is not None
+            try:
+                self._ws.send(req.frame)
+                return None
+            except websockets.ConnectionClosed as exc:
+                self._drop_ws()
+                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+        if isinstance(req, Http):
+            client = self._http(req.address)
+            try:
+                response = client.request(
+                    req.method, req.path, json=req.body, timeout=req.timeout
+                )
+            except httpx.HTTPError as exc:
+                raise _http_error(exc, req) from exc
+            return _parse(response)
+        if isinstance(req, Connect):
+            return self._connect(req)
+        if isinstance(req, Disconnect):
+            self._drop_ws()
+            return None
+        if isinstance(req, Gateway):
+            return self._gateway()
+        if isinstance(req, ReleaseGateway):
+            self.close_http()
+            return self._release()
+        raise TypeError(f"unknown request {req!r}")
+
+    def _http(self, address: GatewayAddress) -> httpx.Client:
+        if self._client is None or self._client_url != address.url:
+            self.close_http()
+            self._client = httpx.Client(
+                base_url=address.url, headers=_headers(address), trust_env=False
+            )
+            self._client_url = address.url
+        return self._client
+
+    def _connect(self, req: Connect) -> None:
+        key = (req.address.url, req.kernel_id)
+        if self._ws is not None and self._ws_key == key:
+            return
+        self._drop_ws()
+        url = _ws_url(req.address, req.kernel_id)
+        parts = urlsplit(url)
+        try:
+            sock = socket.create_connection(
+                (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)),
+                timeout=req.timeout,
+            )
+            # Small frames must not wait for delayed ACKs: ~40 ms per execution otherwise.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ws = sconnect(url, sock=sock, open_timeout=req.timeout, **_ws_options(req.address))
+        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            raise _handshake_error(exc, req.kernel_id) from exc
+        _check_subprotocol(ws)
+        self._ws, self._ws_key = ws, key
+
+    def _drop_ws(self) -> None:
+        ws, self._ws, self._ws_key = self._ws, None, None
+        if ws is not None:
+            ws.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    def close_http(self) -> None:
+        client, self._client, self._client_url = self._client, None, None
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        self._drop_ws()
+        self.close_http()
+
+
+def _throwing(op: Op, exc: BaseException) -> Op:
+    """``op`` resumed by throwing ``exc`` into it, then driven as usual."""
+    throw: BaseException | None = exc
+    value: Any = None
+    while True:
+        try:
+            req = op.throw(throw) if throw is not None else op.send(value)
+        except StopIteration as stop:
+            return stop.value
+        throw, value = None, None
+        try:
+            value = yield req
+        except BaseException as err:  # noqa: BLE001 - forwarded to the op
+            throw = err
+
+
+class AsyncDriver:
+    """Carries out operations on the event loop it was created in."""
+
+    def __init__(self, gateway: GatewaySource, release: Callable[[], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.lock = asyncio.Lock()
+        self._gateway = gateway
+        self._release = release
+        self._client: httpx.AsyncClient | None = None
+        self._client_url: str | None = None
+        self._ws: AsyncConnection | None = None
+        self._ws_key: tuple[str, str] | None = None
+
+    async def run(self, op: Op, on_output: Callable[[Any], Any] | None = None) -> Any:
+        async for item in self.steps(op):
+            if isinstance(item, Done):
+                return item.value
+            if on_output is not None:
+                on_output(item)
+        raise AssertionError("unreachable")
+
+    async def steps(self, op: Op) -> AsyncIterator[Any]:
+        """Carry out ``op``, yielding its chunks and finally `Done` with its result."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                req = op.throw(error) if error is not None else op.send(value)
+            except StopIteration as stop:
+                yield Done(stop.value)
+                return
+            value, error = None, None
+            if isinstance(req, Emit):
+                try:
+                    yield req.chunk
+                except GeneratorExit:
+                    try:
+                        async for _ in self.steps(_throwing(op, StreamAbandoned())):
+                            pass
+                    except StreamAbandoned:
+                        pass
+                    raise
+                continue
+            try:
+                value = await self._do(req)
+            except BaseException as exc:  # noqa: BLE001 - handed to the op, which re-raises
+                error = exc
+
+    async def _do(self, req: Any) -> Any:
+        if isinstance(req, Recv):
+            assert self._ws is not None
+            try:
+                if req.timeout is None:
+                    return await self._ws.recv()
+                return await asyncio.wait_for(self._ws.recv(), req.timeout)
+            except asyncio.TimeoutError:
+                return None
+            except websockets.ConnectionClosed as exc:
+                self.abort()
+                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+        if isinstance(req, Send):
+            assert self._ws is not None
+            try:
+                await self._ws.send(req.frame)
+                return None
+            except websockets.ConnectionClosed as exc:
+                self.abort()
+                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+        if isinstance(req, Http):
+            client = self._http(req.address)
+            try:
+                response = await client.request(
+                    req.method, req.path, json=req.body, timeout=req.timeout
+                )
+            except httpx.HTTPError as exc:
+                raise _http_error(exc, req) from exc
+            return _parse(response)
+        if isinstance(req, Connect):
+            return await self._connect(req)
+        if isinstance(req, Disconnect):
+            await self._drop_ws()
+            return None
+        if isinstance(req, Gateway):
+            return await asyncio.to_thread(self._gateway)
+        if isinstance(req, ReleaseGateway):
+            await self.close_http()
+            return await asyncio.to_thread(self._release)
+        raise TypeError(f"unknown request {req!r}")
+
+    def _http(self, address: GatewayAddress) -> httpx.AsyncClient:
+        if self._client is None or self._client_url != address.url:
+            old = self._client
+            if old is not None:
+                self.loop.create_task(old.aclose())
+            self._client = httpx.AsyncClient(
+                base_url=address.url, headers=_headers(address), trust_env=False
+            )
+            self._client_url = address.url
+        return self._client
+
+    async def _connect(self, req: Connect) -> None:
+        key = (req.address.url, req.kernel_id)
+        if self._ws is not None and self._ws_key == key:
+            return
+        await self._drop_ws()
+        try:
+            ws = await aconnect(
+                _ws_url(req.address, req.kernel_id),
+                open_timeout=req.timeout,
+                **_ws_options(req.address),
+            )
+        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
+                websockets.InvalidURI) as exc:
+            raise _handshake_error(exc, req.kernel_id) from exc
+        _check_subprotocol(ws)
+        self._ws, self._ws_key = ws, key
+
+    async def _drop_ws(self) -> None:
+        ws, self._ws, self._ws_key = self._ws, None, None
+        if ws is not None:
+            await ws.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    def abort(self) -> None:
+        """Drop the websocket without waiting (usable from outside the loop)."""
+        ws, self._ws, self._ws_key = self._ws, None, None
+        if ws is not None and ws.transport is not None:
+            try:
+                ws.transport.abort()
+            except RuntimeError:
+                pass  # its loop is closed already: the socket went with it
+
+    async def close_http(self) -> None:
+        client, self._client, self._client_url = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    async def close(self) -> None:
+        await self._drop_ws()
+        await self.close_http()
