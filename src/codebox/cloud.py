@@ -155,7 +155,7 @@ class CodeBox(BaseBox):
     def _client_args(self) -> dict[str, Any]:
         return {
             "base_url": self.settings.base_url,
-            "headers": {"Authorization": f"Bearer {self.settings.api_key}"},
+            "headers": {"Authorization": f"{self.settings.api_key}"},
             "timeout": httpx.Timeout(self.settings.timeout),
         }
 

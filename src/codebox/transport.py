@@ -6,6 +6,7 @@ here, in one place, and throw it into the operation at the request that failed."
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -42,6 +43,11 @@ from .kernel_ops import (
 )
 
 GatewaySource = Callable[[], GatewayAddress]
+
+# websockets >= 17 asks direct (non context-manager) callers of the sync connect() to say so.
+_SYNC_CONNECT_OPTIONS = (
+    {"legacy": True} if "legacy" in inspect.signature(sconnect).parameters else {}
+)
 
 
 class Done:
@@ -127,7 +133,10 @@ class SyncDriver:
             except StopIteration as stop:
                 return stop.value
             if on_output is not None:
-                on_output(chunk)
+                try:
+                    on_output(chunk)
+                except BaseException as exc:  # the callback failed: the run must not go on
+                    steps.throw(exc)
 
     def steps(self, op: Op) -> Iterator[Any]:
         """Carry out ``op``, yielding the chunks it emits; returns its result."""
@@ -142,9 +151,9 @@ class SyncDriver:
             if isinstance(req, Emit):
                 try:
                     yield req.chunk
-                except GeneratorExit:
-                    # The consumer left: let the op interrupt the run, then close quietly.
-                    self._unwind(op, StreamAbandoned())
+                except BaseException as exc:
+                    # The consumer left or failed: let the op interrupt the run first.
+                    self._unwind(op, _abandoned(exc))
                     raise
                 continue
             try:
@@ -156,8 +165,9 @@ class SyncDriver:
         try:
             for _ in self.steps(_throwing(op, exc)):
                 pass
-        except StreamAbandoned:
-            pass
+        except BaseException as unwound:
+            if unwound is not exc and not isinstance(unwound, StreamAbandoned):
+                raise
 
     def _do(self, req: Any) -> Any:
         if isinstance(req, Recv):
@@ -221,7 +231,8 @@ class SyncDriver:
             )
             # Small frames must not wait for delayed ACKs: ~40 ms per execution otherwise.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ws = sconnect(url, sock=sock, open_timeout=req.timeout, **_ws_options(req.address))
+            ws = sconnect(url, sock=sock, open_timeout=req.timeout, **_ws_options(req.address),
+                          **_SYNC_CONNECT_OPTIONS)
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
         _check_subprotocol(ws)
@@ -244,6 +255,11 @@ class SyncDriver:
     def close(self) -> None:
         self._drop_ws()
         self.close_http()
+
+
+def _abandoned(exc: BaseException) -> BaseException:
+    # A generator being closed cannot yield: the op gets StreamAbandoned in its place.
+    return StreamAbandoned() if isinstance(exc, GeneratorExit) else exc
 
 
 def _throwing(op: Op, exc: BaseException) -> Op:
@@ -276,11 +292,15 @@ class AsyncDriver:
         self._ws_key: tuple[str, str] | None = None
 
     async def run(self, op: Op, on_output: Callable[[Any], Any] | None = None) -> Any:
-        async for item in self.steps(op):
+        steps = self.steps(op)
+        async for item in steps:
             if isinstance(item, Done):
                 return item.value
             if on_output is not None:
-                on_output(item)
+                try:
+                    on_output(item)
+                except BaseException as exc:  # the callback failed: the run must not go on
+                    await steps.athrow(exc)
         raise AssertionError("unreachable")
 
     async def steps(self, op: Op) -> AsyncIterator[Any]:
@@ -297,12 +317,13 @@ class AsyncDriver:
             if isinstance(req, Emit):
                 try:
                     yield req.chunk
-                except GeneratorExit:
+                except BaseException as exc:
                     try:
-                        async for _ in self.steps(_throwing(op, StreamAbandoned())):
+                        async for _ in self.steps(_throwing(op, _abandoned(exc))):
                             pass
-                    except StreamAbandoned:
-                        pass
+                    except BaseException as unwound:
+                        if unwound is not exc and not isinstance(unwound, StreamAbandoned):
+                            raise
                     raise
                 continue
             try:

@@ -1,0 +1,34 @@
+"""Shared test plumbing.
+
+Every process this test run starts carries ``CODEBOX_TEST_RUN=<id>`` in its environment
+(the gateway inherits it, its kernels inherit it from the gateway), so the last check of
+the session can find anything we left behind, and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tests.helpers import our_processes, wait_until
+
+RUN_ID = uuid.uuid4().hex
+os.environ["CODEBOX_TEST_RUN"] = RUN_ID
+# Settings come from the tests, not from the developer's shell or .env.
+for _key in list(os.environ):
+    if _key.startswith("CODEBOX_") and _key != "CODEBOX_TEST_RUN":
+        del os.environ[_key]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    yield
+    from codebox.gateway import shared_gateway
+
+    shared_gateway.close()
+    try:
+        wait_until(lambda: not our_processes(), timeout=15)
+    except AssertionError:
+        pytest.fail(f"processes left behind by the tests: {our_processes()}")
