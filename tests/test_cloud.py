@@ -331,7 +331,11 @@ def test_run_on_a_rich_server_sends_the_timeout_and_reads_rich_results(api, flav
     assert body_of(sent(run)) == {"code": "plot()", "timeout": 2.5}
     assert sent(run).extensions["timeout"]["read"] == 2.5 + RUN_TIMEOUT_MARGIN
     assert [c.type for c in output.chunks] == ["stdout", "image/png", "stdout"]
-    assert (output.stdout, output.images, output.execution_count) == ("before\nafter\n", ["iVBOR"], 7)
+    assert (output.stdout, output.images, output.execution_count) == (
+        "before\nafter\n",
+        ["iVBOR"],
+        7,
+    )
 
 
 def test_run_without_timeout_has_no_read_limit_but_others_keep_theirs(api, flavour):
@@ -339,8 +343,11 @@ def test_run_without_timeout_has_no_read_limit_but_others_keep_theirs(api, flavo
     run = api.post("/codebox/42/run").respond(json={"type": "text", "content": ""})
     call(make_box(timeout=9.0), flavour, "run", "x = 1")
     assert sent(run).extensions["timeout"] == {
-        "connect": 9.0, "read": None, "write": 9.0, "pool": 9.0
-    }  # fmt: skip
+        "connect": 9.0,
+        "read": None,
+        "write": 9.0,
+        "pool": 9.0,
+    }
 
 
 def test_run_uses_the_run_timeout_setting(api, flavour):
@@ -401,8 +408,11 @@ def test_run_on_output_on_a_core_server_gets_the_chunks_after_the_run(api, flavo
 
 def test_run_on_output_on_a_streaming_server_uses_the_stream(api, flavour):
     serve(api, ALL_EXTENSIONS)
-    final = {"type": "text", "content": "a\nb\n", "chunks": [
-        {"type": "stdout", "content": "a\n"}, {"type": "stdout", "content": "b\n"}]}  # fmt: skip
+    final = {
+        "type": "text",
+        "content": "a\nb\n",
+        "chunks": [{"type": "stdout", "content": "a\n"}, {"type": "stdout", "content": "b\n"}],
+    }
     stream = api.post("/codebox/42/run/stream").respond(
         content=ndjson(
             {"type": "stdout", "content": "a\n"},
@@ -436,8 +446,10 @@ def test_stream_over_ndjson(api, flavour):
     )
     chunks = collect_stream(make_box(), flavour, "work()", timeout=1.5)
     assert [(c.type, c.content) for c in chunks] == [
-        ("stdout", "1\n"), ("image/png", "iVBOR"), ("stderr", "w\n")
-    ]  # fmt: skip
+        ("stdout", "1\n"),
+        ("image/png", "iVBOR"),
+        ("stderr", "w\n"),
+    ]
     request = sent(stream)
     assert (request.method, request.url.path) == ("POST", "/v1/codebox/42/run/stream")
     assert body_of(request) == {"code": "work()", "timeout": 1.5}
@@ -521,8 +533,10 @@ def test_restart(api, flavour):
     route = api.post("/codebox/42/restart").respond(json={"status": "ok"})
     assert call(make_box(session_id=42), flavour, "restart") == "restarted"
     assert (sent(route).method, sent(route).url.path, sent(route).content) == (
-        "POST", "/v1/codebox/42/restart", b""
-    )  # fmt: skip
+        "POST",
+        "/v1/codebox/42/restart",
+        b"",
+    )
     assert_auth(sent(route))
 
 
@@ -536,8 +550,9 @@ def test_install_on_a_core_server_one_request_per_package(api, flavour):
     status = call(make_box(), flavour, "install", "numpy", "pandas")
     assert status == "numpy installed; pandas installed"
     assert [body_of(c.request) for c in route.calls] == [
-        {"package_name": "numpy"}, {"package_name": "pandas"}
-    ]  # fmt: skip
+        {"package_name": "numpy"},
+        {"package_name": "pandas"},
+    ]
     assert_auth(sent(route))
 
 
@@ -546,7 +561,10 @@ def test_install_on_an_extended_server_sends_package_names(api, flavour):
     route = api.post("/codebox/42/install").respond(json={"status": "numpy, pandas installed"})
     status = call(make_box(), flavour, "install", "numpy", "pandas", timeout=300.0)
     assert status == "numpy, pandas installed"
-    assert body_of(sent(route)) == {"package_name": "numpy pandas", "package_names": ["numpy", "pandas"]}
+    assert body_of(sent(route)) == {
+        "package_name": "numpy pandas",
+        "package_names": ["numpy", "pandas"],
+    }
     assert sent(route).extensions["timeout"]["read"] == 300.0
 
 
@@ -650,8 +668,10 @@ def test_list_files_sorted_with_names_or_objects(api, flavour):
     )
     files = call(make_box(), flavour, "list_files")
     assert files == [
-        CodeBoxFile(name="a/b.csv", size=10), CodeBoxFile(name="m.py"), CodeBoxFile(name="z.txt")
-    ]  # fmt: skip
+        CodeBoxFile(name="a/b.csv", size=10),
+        CodeBoxFile(name="m.py"),
+        CodeBoxFile(name="z.txt"),
+    ]
     assert (sent(route).method, sent(route).url.path) == ("GET", "/v1/codebox/42/files")
     assert_auth(sent(route))
     assert start.call_count == 1
@@ -846,7 +866,9 @@ def test_retry_after_http_date(api, flavour, sleeps):
     ],
 )
 @pytest.mark.parametrize("status", [429, 503])
-def test_unsafe_operations_are_never_sent_twice(api, flavour, sleeps, op, method, path, args, status):
+def test_unsafe_operations_are_never_sent_twice(
+    api, flavour, sleeps, op, method, path, args, status
+):
     serve(api)
     route = api.request(method, path).respond(status, headers={"Retry-After": "1"})
     with pytest.raises(CodeBoxError) as info:
@@ -859,7 +881,10 @@ def test_unsafe_operations_are_never_sent_twice(api, flavour, sleeps, op, method
 def test_unsent_requests_are_retried_even_for_run(api, flavour, sleeps, exc):
     serve(api)
     route = api.post("/codebox/42/run")
-    route.side_effect = [exc("refused"), httpx.Response(200, json={"type": "text", "content": "ok"})]
+    route.side_effect = [
+        exc("refused"),
+        httpx.Response(200, json={"type": "text", "content": "ok"}),
+    ]
     assert call(make_box(session_id=42), flavour, "run", "x") == "ok"
     assert route.call_count == 2 and len(sleeps) == 1 and backoff_ok(sleeps)
     assert [body_of(c.request) for c in route.calls] == [{"code": "x"}] * 2

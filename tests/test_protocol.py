@@ -156,7 +156,9 @@ def test_download_names_the_file_from_content_disposition(disposition, name):
 
 def test_install_requests_core_one_per_package():
     reqs = P.install_requests("7", ("numpy", "pandas"), CORE)
-    assert [(r.op, r.method, r.path) for r in reqs] == [("install", "POST", "/codebox/7/install")] * 2
+    assert [(r.op, r.method, r.path) for r in reqs] == [
+        ("install", "POST", "/codebox/7/install")
+    ] * 2
     assert [r.json for r in reqs] == [{"package_name": "numpy"}, {"package_name": "pandas"}]
 
 
@@ -351,7 +353,10 @@ def test_parse_run_rich():
     body = {
         "type": "error",
         "content": "NameError: x",
-        "chunks": [{"type": "stdout", "content": "a\n"}, {"type": "error", "content": "NameError: x"}],
+        "chunks": [
+            {"type": "stdout", "content": "a\n"},
+            {"type": "error", "content": "NameError: x"},
+        ],
         "stdout": "a\n",
         "stderr": "",
         "images": [],
@@ -418,7 +423,10 @@ def test_stream_state_reads_chunks_then_the_final_output():
         '{"type": "stdout", "content": "late"}',
     ]
     chunks = [c for c in map(state.feed, lines) if c is not None]
-    assert chunks == [OutputChunk(type="stdout", content="a\n"), OutputChunk(type="stderr", content="b\n")]
+    assert chunks == [
+        OutputChunk(type="stdout", content="a\n"),
+        OutputChunk(type="stderr", content="b\n"),
+    ]
     assert state.done
     assert state.result().content == "a\nb\n"
 
@@ -457,11 +465,11 @@ def test_stream_state_rejects_bad_lines(line):
         ("attachment; filename*=UTF-8''%E2%82%AC%20rates.txt", "€ rates.txt"),
         ("attachment; filename*=utf-8'en'caf%C3%A9.txt", "café.txt"),
         ("attachment; filename*=ISO-8859-1''caf%E9.txt", "café.txt"),
-        ('attachment; filename="fallback.txt"; filename*=UTF-8\'\'r%C3%A9al.txt', "réal.txt"),
+        ("attachment; filename=\"fallback.txt\"; filename*=UTF-8''r%C3%A9al.txt", "réal.txt"),
         ("attachment; filename*=UTF-8''r%C3%A9al.txt; filename=\"fallback.txt\"", "réal.txt"),
         ("attachment; filename*=KOI8-R''x; filename=\"fallback.txt\"", "fallback.txt"),
         ("attachment; filename*=UTF-8''%FF%FE; filename=\"fallback.txt\"", "fallback.txt"),
-        ("attachment; filename*=nonsense; filename=\"fallback.txt\"", "fallback.txt"),
+        ('attachment; filename*=nonsense; filename="fallback.txt"', "fallback.txt"),
         ('attachment; size=3; filename="a.txt"', "a.txt"),
         ('attachment; novalue; filename="a.txt"', "a.txt"),
         ('attachment;filename="a.txt";', "a.txt"),
@@ -497,8 +505,19 @@ def policy(**kw) -> P.RetryPolicy:
     return P.RetryPolicy(**{"max_retries": 3, "rand": lambda: 0.5, "clock": lambda: NOW, **kw})
 
 
-ALL_OPS = ["capabilities", "start", "status", "files", "download", "run", "install", "upload",
-           "restart", "stop", "interrupt"]  # fmt: skip
+ALL_OPS = [
+    "capabilities",
+    "start",
+    "status",
+    "files",
+    "download",
+    "run",
+    "install",
+    "upload",
+    "restart",
+    "stop",
+    "interrupt",
+]
 STATUS_RETRY_OPS = {"capabilities", "start", "status", "files", "download"}
 
 
@@ -518,10 +537,18 @@ def test_unsent_requests_are_retried_for_every_op(op):
 
 def test_retries_are_bounded():
     p = policy(max_retries=2)
-    assert [p.after_failure("run", n, True) is not None for n in range(4)] == [True, True, False, False]
+    assert [p.after_failure("run", n, True) is not None for n in range(4)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
     assert [p.after_reply("start", n, reply(503)) is not None for n in range(4)] == [
-        True, True, False, False
-    ]  # fmt: skip
+        True,
+        True,
+        False,
+        False,
+    ]
     assert policy(max_retries=0).after_reply("start", 0, reply(503)) is None
 
 
@@ -537,5 +564,7 @@ def test_retry_after_is_honoured_and_capped():
     assert p.after_reply("start", 0, reply(429, headers={"Retry-After": "12"})) == 12.0
     assert p.after_reply("start", 0, reply(503, headers={"retry-after": "3600"})) == 60.0
     date = email.utils.formatdate(NOW + 5, usegmt=True)
-    assert p.after_reply("files", 0, reply(503, headers={"retry-after": date})) == pytest.approx(5.0)
+    assert p.after_reply("files", 0, reply(503, headers={"retry-after": date})) == pytest.approx(
+        5.0
+    )
     assert p.after_reply("files", 1, reply(503, headers={"retry-after": "junk"})) == p.backoff(1)

@@ -21,6 +21,7 @@ import httpx
 from . import protocol as P
 from .base import BaseBox, Content, OnOutput, code_to_run
 from .errors import CodeBoxConnectionError, CodeBoxError, CodeBoxTimeoutError
+from .local import LocalBox
 from .paths import check_file_name
 from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
 from .settings import CodeBoxSettings
@@ -53,8 +54,8 @@ def _reply(response: httpx.Response) -> P.Reply:
     return P.Reply(response.status_code, response.headers, response.content)
 
 
-def _wants_local(api_key: str | None, settings: CodeBoxSettings, local: bool) -> bool:
-    return local or (api_key or settings.api_key) in (None, "", "local")
+def _wants_local(settings: CodeBoxSettings, local: bool) -> bool:
+    return local or settings.api_key in (None, "", "local")
 
 
 def _resolve(
@@ -98,9 +99,7 @@ class CodeBox(BaseBox):
         local: bool = False,
     ) -> Any:
         resolved = _resolve(api_key, base_url, settings, timeout)
-        if _wants_local(api_key, resolved, local):
-            from .local import LocalBox
-
+        if _wants_local(resolved, local):
             return LocalBox(settings=resolved)
         return super().__new__(cls)
 
@@ -137,11 +136,8 @@ class CodeBox(BaseBox):
             ValueError: ``session_id`` is not a session id.
             CodeBoxError: No key, and this process has no `LocalBox` with that id.
         """
-        api_key = kwargs.get("api_key")
-        resolved = _resolve(api_key, kwargs.get("base_url"), kwargs.get("settings"), None)
-        if _wants_local(api_key, resolved, kwargs.get("local", False)):
-            from .local import LocalBox
-
+        resolved = _resolve(kwargs.get("api_key"), None, kwargs.get("settings"), None)
+        if _wants_local(resolved, kwargs.get("local", False)):
             return LocalBox.from_id(str(session_id))
         return cls(**{**kwargs, "session_id": session_id})
 
@@ -155,7 +151,7 @@ class CodeBox(BaseBox):
     def _client_args(self) -> dict[str, Any]:
         return {
             "base_url": self.settings.base_url,
-            "headers": {"Authorization": f"{self.settings.api_key}"},
+            "headers": {"Authorization": f"Bearer {self.settings.api_key}"},
             "timeout": httpx.Timeout(self.settings.timeout),
         }
 
@@ -185,7 +181,8 @@ class CodeBox(BaseBox):
             return self._aclient
 
     def _send(self, req: P.Request[Any]) -> P.Reply:
-        for attempt in range(self._retry.max_retries + 1):
+        attempt = 0
+        while True:  # the retry policy ends it
             try:
                 response = self._http().request(**self._request_args(req))
             except _HTTPX_ERRORS as exc:
@@ -199,10 +196,11 @@ class CodeBox(BaseBox):
                     return reply
             logger.info("CodeBox %s: try %d failed; retry in %.2fs", req.what, attempt + 1, delay)
             _sleep(delay)
-        raise AssertionError("unreachable: the retry policy ends every loop")
+            attempt += 1
 
     async def _asend(self, req: P.Request[Any]) -> P.Reply:
-        for attempt in range(self._retry.max_retries + 1):
+        attempt = 0
+        while True:  # the retry policy ends it
             try:
                 response = await self._ahttp().request(**self._request_args(req))
             except _HTTPX_ERRORS as exc:
@@ -216,7 +214,7 @@ class CodeBox(BaseBox):
                     return reply
             logger.info("CodeBox %s: try %d failed; retry in %.2fs", req.what, attempt + 1, delay)
             await _asleep(delay)
-        raise AssertionError("unreachable: the retry policy ends every loop")
+            attempt += 1
 
     def _call(self, req: P.Request[T]) -> T:
         return req.interpret(self._send(req))

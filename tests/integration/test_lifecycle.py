@@ -1,0 +1,277 @@
+"""Starting and stopping boxes, gateways and kernels; many boxes; installs; settings."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox
+from codebox.gateway import shared_gateway
+from tests.helpers import our_processes, wait_until
+
+
+def test_lazy_start_status_repr_and_idempotent_stop():
+    box = LocalBox()
+    assert box.status() == "stopped"
+    assert box.run("1 + 1").content == "2"  # started on first use
+    assert box.status() == "running"
+    assert f"id={box.session_id}" in repr(box) and "running" in repr(box)
+    kernel = box.kernel_id
+    assert box.stop() == "stopped" and box.stop() == "stopped"
+    assert box.status() == "stopped"
+    assert box.start() == "started" and box.start() == "started"
+    assert box.kernel_id != kernel  # a stopped box starts again on a fresh kernel
+    assert box.run("'x' in dir()").content == "False"
+    box.stop()
+
+
+def test_default_working_dir_is_private_and_removed_on_stop():
+    with LocalBox() as box:
+        root = box.working_dir
+        assert root and os.path.isdir(root)
+        assert box.run("import os; os.getcwd()").content == repr(root)
+        box.upload("f.txt", b"1")
+    assert not os.path.exists(root)
+
+
+def test_given_working_dir_is_used_and_kept(tmp_path):
+    with LocalBox(working_dir=tmp_path) as box:
+        box.upload("kept.txt", b"kept")
+        assert box.run("import os; os.getcwd()").content == repr(str(tmp_path))
+    assert (tmp_path / "kept.txt").read_bytes() == b"kept"
+
+
+def test_context_managers_and_from_id():
+    with LocalBox() as box:
+        assert CodeBox.from_id(box.session_id) is box
+    with pytest.raises(CodeBoxError):
+        LocalBox.from_id("no-such-session")
+
+    async def main():
+        async with LocalBox() as abox:
+            assert (await abox.astatus()) == "running"
+            return abox
+    abox = asyncio.run(main())
+    assert abox.status() == "stopped"
+
+
+def test_stop_deletes_the_kernel_and_the_last_box_ends_the_gateway():
+    box = LocalBox()
+    box.start()
+    pid = box.run("import os; os.getpid()").content
+    gateway_pid = shared_gateway.pid
+    assert gateway_pid is not None
+    box.stop()
+    wait_until(lambda: not _alive(int(pid)), timeout=10)
+    wait_until(lambda: not _alive(gateway_pid), timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+OWNER = textwrap.dedent("""
+    import sys
+    from codebox import LocalBox
+    from codebox.gateway import shared_gateway
+    box = LocalBox()
+    kernel_pid = box.run("import os; os.getpid()").content
+    print(shared_gateway.pid, kernel_pid, shared_gateway._process.url,
+          shared_gateway._process.token, flush=True)
+    sys.stdin.read()  # wait to be killed
+""")
+
+
+def _spawn_owner():
+    proc = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().split()
+    assert len(line) == 4, f"owner failed: {line}"
+    return proc, int(line[0]), int(line[1]), line[2], line[3]
+
+
+def test_gateway_and_kernels_die_with_an_owner_killed_by_sigkill():
+    proc, gateway_pid, kernel_pid, _, _ = _spawn_owner()
+    assert _alive(gateway_pid) and _alive(kernel_pid)
+    proc.kill()
+    proc.wait(10)
+    wait_until(lambda: not _alive(gateway_pid) and not _alive(kernel_pid), timeout=20)
+
+
+def test_boxes_in_two_processes_never_share_a_gateway():
+    proc, gateway_pid, _, url, token = _spawn_owner()
+    try:
+        with LocalBox() as box:
+            box.start()
+            ours = shared_gateway._process
+            assert ours.pid != gateway_pid and ours.url != url and ours.token != token
+            assert httpx.get(f"{url}/api/kernels", headers={"Authorization": f"token {ours.token}"},
+                             trust_env=False).status_code in (401, 403)
+            assert url.startswith("http://127.0.0.1:")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    wait_until(lambda: not _alive(gateway_pid), timeout=20)
+
+
+@pytest.fixture()
+def stock_gateway(tmp_path):
+    """A Kernel Gateway started by hand in another directory, stock settings."""
+    token = secrets.token_hex(16)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "kg_config.json"
+    config.write_text('{"KernelGatewayApp": {"auth_token": "%s"}}' % token)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel_gateway", f"--KernelGatewayApp.port={port}",
+         "--KernelGatewayApp.ip=127.0.0.1", "--KernelGatewayApp.port_retries=0",
+         f"--config={config}"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime")),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready():
+        assert proc.poll() is None, "the stock gateway exited"
+        try:
+            return httpx.get(f"{url}/api", headers={"Authorization": f"token {token}"},
+                             trust_env=False, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=60, interval=0.1)
+        yield url, token
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_existing_gateway_spawns_nothing_and_files_go_through_the_kernel(stock_gateway, flavour):
+    url, token = stock_gateway
+    spawned_before = shared_gateway.pid
+    box = LocalBox(gateway_url=url, gateway_token=token)
+
+    async def exercise():
+        await box.astart()
+        assert (await box.arun("21 * 2")).content == "42"
+        await box.aupload("sub/f.bin", b"\x00\x01")
+        assert [f.name for f in await box.alist_files()] == ["sub/f.bin"]
+        assert (await box.adownload("sub/f.bin")).content == b"\x00\x01"
+        return await box.arun("import os; os.getcwd()")
+
+    if flavour == "sync":
+        box.start()
+        assert box.run("21 * 2").content == "42"
+        box.upload("sub/f.bin", b"\x00\x01")
+        assert [f.name for f in box.list_files()] == ["sub/f.bin"]
+        assert box.download("sub/f.bin").content == b"\x00\x01"
+        cwd = box.run("import os; os.getcwd()").content
+    else:
+        cwd = asyncio.run(exercise()).content
+    assert shared_gateway.pid == spawned_before  # nothing spawned for this box
+    assert "codebox-" in cwd  # a temporary directory the kernel made
+    root = cwd.strip("'")
+    # Stock gateways limit IOPub: the result says output was dropped, never hides it.
+    big = box.run("print('z' * 5_000_000)")
+    assert big.truncated and len(big.stdout) < 5_000_000
+    box.stop()
+    assert not os.path.exists(root)  # the kernel removed its own directory
+
+
+def test_eight_boxes_from_one_event_loop():
+    async def one(i):
+        async with LocalBox() as box:
+            await box.arun(f"me = {i}")
+            outs = [await box.arun("me * 10") for _ in range(3)]
+            return {o.content for o in outs}
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(8)))
+
+    assert asyncio.run(main()) == [{str(i * 10)} for i in range(8)]
+
+
+def test_eight_boxes_from_eight_threads():
+    def one(i):
+        with LocalBox() as box:
+            box.run(f"me = {i}")
+            return {box.run("me * 10").content for _ in range(3)}
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(8))) == [{str(i * 10)} for i in range(8)]
+
+
+def _wheel(tmp_path, name="codebox_probe_pkg"):
+    """A minimal pure-Python wheel, so installs need no index."""
+    path = tmp_path / f"{name}-1.0-py3-none-any.whl"
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": "ANSWER = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: codebox-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+        f"{dist}/RECORD": "",
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for arc, text in files.items():
+            zf.writestr(arc, text)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_install_uses_the_kernels_pip_and_reports_failures(tmp_path, flavour):
+    wheel = _wheel(tmp_path, f"codebox_probe_{flavour}")
+    with LocalBox() as box:
+        if flavour == "sync":
+            status = box.install(str(wheel))
+        else:
+            status = asyncio.run(box.ainstall(str(wheel)))
+        assert str(wheel) in str(status) and str(status).endswith("installed")
+        assert box.run(f"import codebox_probe_{flavour}; codebox_probe_{flavour}.ANSWER"
+                       ).content == "42"
+        with pytest.raises(CodeBoxError) as info:
+            box.install(str(tmp_path / "missing-1.0-py3-none-any.whl"))
+        assert "missing-1.0" in str(info.value)  # pip's own message
+        with pytest.raises(ValueError):
+            box.install("--index-url=http://example.invalid")
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q",
+                    f"codebox_probe_{flavour}"], check=False)
+
+
+def test_each_box_takes_its_own_settings():
+    a = LocalBox(settings=CodeBoxSettings(output_limit=10))
+    b = LocalBox(settings=CodeBoxSettings())
+    try:
+        assert a.run("print('q' * 50)").truncated
+        assert not b.run("print('q' * 50)").truncated
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_no_process_is_left_after_all_boxes_stop():
+    with LocalBox() as box:
+        box.run("1")
+    wait_until(lambda: not our_processes(), timeout=15)
