@@ -39,7 +39,7 @@ ALL_EXTENSIONS = ["rich-run", "stream", "interrupt", "file-sizes"]
 def clean_env(monkeypatch, tmp_path):
     """No CODEBOX_* variable and no .env file leak into a test."""
     for name in list(os.environ):
-        if name.startswith("CODEBOX_"):
+        if name.startswith("CODEBOX_") and name != "CODEBOX_TEST_RUN":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 

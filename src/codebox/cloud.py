@@ -8,6 +8,7 @@ first needed. Without an API key, ``CodeBox(...)`` is a `LocalBox`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import threading
@@ -180,41 +181,53 @@ class CodeBox(BaseBox):
                 self._aclient, self._aloop = httpx.AsyncClient(**self._client_args()), loop
             return self._aclient
 
-    def _send(self, req: P.Request[Any]) -> P.Reply:
-        attempt = 0
-        while True:  # the retry policy ends it
-            try:
-                response = self._http().request(**self._request_args(req))
-            except _HTTPX_ERRORS as exc:
-                delay = self._retry.after_failure(req.op, attempt, isinstance(exc, _UNSENT))
-                if delay is None:
-                    raise _convert(req, exc) from exc
-            else:
-                reply = _reply(response)
-                delay = self._retry.after_reply(req.op, attempt, reply)
-                if delay is None:
-                    return reply
+    def _judge(
+        self, req: P.Request[Any], attempt: int, outcome: httpx.Response | Exception
+    ) -> tuple[P.Reply | None, float | None]:
+        """The reply of an attempt and the wait before the next one (``None``: no retry).
+
+        Raises:
+            CodeBoxError: The attempt failed in transport and is not retried.
+        """
+        if isinstance(outcome, Exception):
+            delay = self._retry.after_failure(req.op, attempt, isinstance(outcome, _UNSENT))
+            if delay is None:
+                raise _convert(req, outcome) from outcome
+            reply = None
+        else:
+            reply = _reply(outcome)
+            delay = self._retry.after_reply(req.op, attempt, reply)
+        if delay is not None:
             logger.info("CodeBox %s: try %d failed; retry in %.2fs", req.what, attempt + 1, delay)
+        return reply, delay
+
+    def _send(self, req: P.Request[Any]) -> P.Reply:
+        for attempt in itertools.count():  # the retry policy ends it
+            try:
+                outcome: httpx.Response | Exception = self._http().request(
+                    **self._request_args(req)
+                )
+            except _HTTPX_ERRORS as exc:
+                outcome = exc
+            reply, delay = self._judge(req, attempt, outcome)
+            if delay is None and reply is not None:
+                return reply
             _sleep(delay)
-            attempt += 1
+        raise AssertionError("unreachable")
 
     async def _asend(self, req: P.Request[Any]) -> P.Reply:
-        attempt = 0
-        while True:  # the retry policy ends it
+        for attempt in itertools.count():  # the retry policy ends it
             try:
-                response = await self._ahttp().request(**self._request_args(req))
+                outcome: httpx.Response | Exception = await self._ahttp().request(
+                    **self._request_args(req)
+                )
             except _HTTPX_ERRORS as exc:
-                delay = self._retry.after_failure(req.op, attempt, isinstance(exc, _UNSENT))
-                if delay is None:
-                    raise _convert(req, exc) from exc
-            else:
-                reply = _reply(response)
-                delay = self._retry.after_reply(req.op, attempt, reply)
-                if delay is None:
-                    return reply
-            logger.info("CodeBox %s: try %d failed; retry in %.2fs", req.what, attempt + 1, delay)
+                outcome = exc
+            reply, delay = self._judge(req, attempt, outcome)
+            if delay is None and reply is not None:
+                return reply
             await _asleep(delay)
-            attempt += 1
+        raise AssertionError("unreachable")
 
     def _call(self, req: P.Request[T]) -> T:
         return req.interpret(self._send(req))
