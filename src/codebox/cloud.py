@@ -8,7 +8,6 @@ first needed. Without an API key, ``CodeBox(...)`` is a `LocalBox`.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import threading
@@ -183,8 +182,8 @@ class CodeBox(BaseBox):
 
     def _judge(
         self, req: P.Request[Any], attempt: int, outcome: httpx.Response | Exception
-    ) -> tuple[P.Reply | None, float | None]:
-        """The reply of an attempt and the wait before the next one (``None``: no retry).
+    ) -> P.Reply | float:
+        """The final reply of an attempt, or the seconds to wait before the next one.
 
         Raises:
             CodeBoxError: The attempt failed in transport and is not retried.
@@ -193,41 +192,43 @@ class CodeBox(BaseBox):
             delay = self._retry.after_failure(req.op, attempt, isinstance(outcome, _UNSENT))
             if delay is None:
                 raise _convert(req, outcome) from outcome
-            reply = None
         else:
             reply = _reply(outcome)
             delay = self._retry.after_reply(req.op, attempt, reply)
-        if delay is not None:
-            logger.info("CodeBox %s: try %d failed; retry in %.2fs", req.what, attempt + 1, delay)
-        return reply, delay
+            if delay is None:
+                return reply
+        logger.info("CodeBox %s: try %d failed; retry in %.2fs", req.what, attempt + 1, delay)
+        return delay
 
     def _send(self, req: P.Request[Any]) -> P.Reply:
-        for attempt in itertools.count():  # the retry policy ends it
+        attempt = 0
+        while True:  # the retry policy ends it
             try:
                 outcome: httpx.Response | Exception = self._http().request(
                     **self._request_args(req)
                 )
             except _HTTPX_ERRORS as exc:
                 outcome = exc
-            reply, delay = self._judge(req, attempt, outcome)
-            if delay is None and reply is not None:
-                return reply
-            _sleep(delay)
-        raise AssertionError("unreachable")
+            verdict = self._judge(req, attempt, outcome)
+            if isinstance(verdict, P.Reply):
+                return verdict
+            _sleep(verdict)
+            attempt += 1
 
     async def _asend(self, req: P.Request[Any]) -> P.Reply:
-        for attempt in itertools.count():  # the retry policy ends it
+        attempt = 0
+        while True:  # the retry policy ends it
             try:
                 outcome: httpx.Response | Exception = await self._ahttp().request(
                     **self._request_args(req)
                 )
             except _HTTPX_ERRORS as exc:
                 outcome = exc
-            reply, delay = self._judge(req, attempt, outcome)
-            if delay is None and reply is not None:
-                return reply
-            await _asleep(delay)
-        raise AssertionError("unreachable")
+            verdict = self._judge(req, attempt, outcome)
+            if isinstance(verdict, P.Reply):
+                return verdict
+            await _asleep(verdict)
+            attempt += 1
 
     def _call(self, req: P.Request[T]) -> T:
         return req.interpret(self._send(req))
