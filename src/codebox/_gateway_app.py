@@ -1,6 +1,9 @@
 """The program a `LocalBox` spawns: a Jupyter Kernel Gateway, configured for codebox.
 
-Run as ``python -m codebox._gateway_app``. The parent writes one JSON line of settings to
+Run as a script (``python path/to/_gateway_app.py``), not with ``-m``: that would import
+the codebox package first, ~0.3 s the gateway does not need. So it imports nothing of
+codebox, and drops its own directory from ``sys.path``, where codebox's modules would
+shadow top-level ones (``jupyter``, ``paths``, ...). The parent writes one JSON line of settings to
 our stdin (so the token shows neither in ``ps`` nor in the environment) and keeps the pipe
 open: when it closes — the parent stopped us, exited or was killed, even with SIGKILL — we
 shut the gateway and its kernels down. We bind the listening socket ourselves and report
@@ -11,7 +14,12 @@ Changes against a stock gateway, each for a measured reason:
 - the kernel websocket sets TCP_NODELAY: without it every execution waits ~40 ms on
   delayed ACKs;
 - the optional ``rfc3987_syntax`` import of jsonschema is blocked: it builds a grammar at
-  import time and costs ~1.2 s of start-up, for a format check the gateway never needs.
+  import time and costs ~1.2 s of start-up, for a format check the gateway never needs;
+- a pool of warm kernels (``POST /codebox/pool`` hands one out and starts a replacement),
+  since the gateway's own prespawned kernels are never handed out by ``POST /api/kernels``.
+  The first one is launched while the gateway is still initialising, so the first box of a
+  process does not wait for a kernel start after the gateway's. Kernels left unused in the
+  pool for ``pool_idle_timeout`` seconds are shut down; the pool dies with the gateway.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 READY = "codebox-gateway-ready"
@@ -34,13 +43,106 @@ class _BlockSlowImports(importlib.abc.MetaPathFinder):
         return None
 
 
+class _PoolEntry:
+    __slots__ = ("kernel_id", "warm", "since")
+
+    def __init__(self) -> None:
+        self.kernel_id: str | None = None  # known once launched
+        self.warm = False  # it has answered and run a first cell
+        self.since = time.monotonic()
+
+
+class KernelPool:
+    """Warm kernels of one kernelspec, started ahead of demand.
+
+    A kernel is handed out as soon as it is launched (the box's websocket waits for it to
+    answer), warm ones first. Warming runs a first, silent cell: IPython's first cell costs
+    ~10 ms more than the next ones.
+    """
+
+    def __init__(self, km: Any, kernel_name: str, size: int, idle_timeout: float, log: Any):
+        self.km = km
+        self.kernel_name = kernel_name
+        self.size = size
+        self.idle_timeout = idle_timeout
+        self.log = log
+        self.entries: list[_PoolEntry] = []
+
+    async def start_one(self) -> None:
+        entry = _PoolEntry()
+        self.entries.append(entry)
+        try:
+            entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name)
+        except Exception:  # noqa: BLE001 - a pool that cannot fill just hands out nothing
+            self.log.exception("codebox pool: could not start a kernel")
+            self.entries.remove(entry)
+            return
+        import asyncio
+
+        asyncio.ensure_future(self._warm(entry))
+
+    async def _warm(self, entry: _PoolEntry) -> None:
+        kernel = self.km.get_kernel(entry.kernel_id)
+        client = kernel.client()
+        # A session of its own: sharing the kernel manager's would share its digest history.
+        client.session = type(client.session)(config=kernel.session.config,
+                                              key=kernel.session.key)
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            msg_id = client.execute("import os, tempfile", silent=True, store_history=False)
+            while (await client.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
+                pass
+            entry.warm, entry.since = True, time.monotonic()
+        except Exception:  # noqa: BLE001 - a cold kernel still works
+            self.log.warning("codebox pool: kernel %s did not warm up", entry.kernel_id)
+        finally:
+            client.stop_channels()
+
+    def fill(self) -> None:
+        import asyncio
+
+        for _ in range(self.size - len(self.entries)):
+            asyncio.ensure_future(self.start_one())
+
+    def take(self, kernel_name: str) -> str | None:
+        kernel_id = None
+        if kernel_name == self.kernel_name:
+            for entry in sorted(self.entries, key=lambda e: not e.warm):
+                if entry.kernel_id is not None:
+                    self.entries.remove(entry)
+                    if entry.kernel_id in self.km:  # it may have died meanwhile
+                        kernel_id = entry.kernel_id
+                        break
+            self.fill()
+        return kernel_id
+
+    async def cull(self) -> None:
+        now = time.monotonic()
+        stale = [e for e in self.entries if e.warm and now - e.since > self.idle_timeout]
+        for entry in stale:
+            self.entries.remove(entry)
+            if entry.kernel_id in self.km:
+                await self.km.shutdown_kernel(entry.kernel_id, now=True)
+
+
 def _build_app(settings: dict[str, Any]) -> Any:
     from jupyter_server.services.kernels.connection.channels import (
         ZMQChannelsWebsocketConnection,
     )
     from kernel_gateway.gatewayapp import KernelGatewayApp
-    from tornado import netutil
+    from kernel_gateway.mixins import TokenAuthorizationMixin
+    from tornado import ioloop, netutil, web
     from traitlets.config import Config
+
+    class PoolHandler(TokenAuthorizationMixin, web.RequestHandler):
+        def post(self) -> None:
+            body = json.loads(self.request.body or b"{}")
+            kernel_id = pool.take(body.get("name") or pool.kernel_name)
+            if kernel_id is None:
+                self.set_status(204)
+            else:
+                self.finish({"id": kernel_id})
 
     class NoDelayConnection(ZMQChannelsWebsocketConnection):
         """Kernel websocket with TCP_NODELAY and without the IOPub rate limit."""
@@ -50,6 +152,29 @@ def _build_app(settings: dict[str, Any]) -> Any:
             return super().connect()
 
     class CodeBoxGatewayApp(KernelGatewayApp):
+        def init_configurables(self) -> None:
+            super().init_configurables()
+            nonlocal pool
+            pool = KernelPool(self.kernel_manager, settings.get("kernel_name", "python3"),
+                              settings.get("pool_size", 1),
+                              settings.get("pool_idle_timeout", 300.0), self.log)
+            if pool.size:
+                # Launch the first warm kernel now: it boots while the gateway finishes.
+                self.io_loop.run_sync(pool.start_one)
+
+        def init_webapp(self) -> None:
+            super().init_webapp()
+            self.web_app.add_handlers(".*$", [(r"/codebox/pool", PoolHandler)])
+
+        def start_app(self) -> None:
+            super().start_app()
+            if pool.size:
+                pool.fill()
+                period = max(1.0, min(pool.idle_timeout / 4, 30.0)) * 1000
+                ioloop.PeriodicCallback(pool.cull, period).start()
+            sys.stdout.write(f"{READY} {self.port}\n")
+            sys.stdout.flush()
+
         def init_http_server(self) -> None:
             from tornado import httpserver
 
@@ -58,11 +183,7 @@ def _build_app(settings: dict[str, Any]) -> Any:
             self.http_server.add_sockets(sockets)
             self.port = sockets[0].getsockname()[1]
 
-        def start_app(self) -> None:
-            super().start_app()
-            sys.stdout.write(f"{READY} {self.port}\n")
-            sys.stdout.flush()
-
+    pool: KernelPool = None  # type: ignore[assignment]  # made with the kernel manager
     config = Config()
     config.KernelGatewayApp.ip = "127.0.0.1"
     config.KernelGatewayApp.port_retries = 0
@@ -91,6 +212,8 @@ def _watch_parent(app: Any) -> None:
 
 
 def main() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.meta_path.insert(0, _BlockSlowImports())
     line = sys.stdin.buffer.readline()
     if not line:

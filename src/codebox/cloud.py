@@ -25,6 +25,7 @@ from .local import LocalBox
 from .paths import check_file_name
 from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
 from .settings import CodeBoxSettings
+from .tls import verify_for
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class CodeBox(BaseBox):
             "base_url": self.settings.base_url,
             "headers": {"Authorization": f"Bearer {self.settings.api_key}"},
             "timeout": httpx.Timeout(self.settings.timeout),
+            "verify": verify_for(self.settings.base_url),
         }
 
     def _request_args(self, req: P.Request[Any]) -> dict[str, Any]:

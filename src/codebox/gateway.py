@@ -1,6 +1,6 @@
 """The Jupyter Kernel Gateway a `LocalBox` spawns, and the one each process shares.
 
-The gateway runs ``codebox._gateway_app`` in a child process. It never outlives us: its
+The gateway runs ``codebox/_gateway_app.py`` in a child process. It never outlives us: its
 stdin is a pipe whose only write end we hold, and it shuts itself and its kernels down when
 that pipe closes — on `GatewayProcess.close`, at interpreter exit, and when this process is
 killed, SIGKILL included, since the kernel closes our end then.
@@ -21,11 +21,15 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._gateway_app import READY
 from .errors import GatewayError
+from .settings import CodeBoxSettings
 
 log = logging.getLogger(__name__)
+
+_GATEWAY_APP = str(Path(__file__).with_name("_gateway_app.py"))
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class GatewayAddress:
     url: str
     token: str | None
     generation: int = 0
+    pool: bool = False  # it hands out warm kernels (POST /codebox/pool): ours do
 
 
 class GatewayProcess:
@@ -46,7 +51,15 @@ class GatewayProcess:
         GatewayError: It exited or did not report ready within ``start_timeout`` seconds.
     """
 
-    def __init__(self, *, start_timeout: float = 60.0, debug: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        start_timeout: float = 60.0,
+        debug: bool = False,
+        kernel_name: str = "python3",
+        pool_size: int = 1,
+        pool_idle_timeout: float = 300.0,
+    ) -> None:
         self.token = secrets.token_urlsafe(32)
         self._runtime_dir = tempfile.mkdtemp(prefix="codebox-gateway-")
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
@@ -54,7 +67,7 @@ class GatewayProcess:
         self.port: int | None = None
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=self._runtime_dir, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "codebox._gateway_app"],
+            [sys.executable, _GATEWAY_APP],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -64,7 +77,14 @@ class GatewayProcess:
             start_new_session=True,
         )
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps({"token": self.token, "debug": debug}).encode() + b"\n")
+        options = {
+            "token": self.token,
+            "debug": debug,
+            "kernel_name": kernel_name,
+            "pool_size": pool_size,
+            "pool_idle_timeout": pool_idle_timeout,
+        }
+        self._proc.stdin.write(json.dumps(options).encode() + b"\n")
         self._proc.stdin.flush()
         self._reader = threading.Thread(
             target=self._drain, name=f"codebox-gateway-log-{self._proc.pid}", daemon=True
@@ -135,32 +155,39 @@ class SharedGateway:
         self._generation = 0
         atexit.register(self.close)
 
-    def acquire(self, *, start_timeout: float, debug: bool) -> GatewayAddress:
-        """Count one more user and return the gateway's address, spawning it if needed."""
+    def acquire(self, settings: CodeBoxSettings) -> GatewayAddress:
+        """Count one more user and return the gateway's address, spawning it if needed (with
+        the settings of this first user)."""
         with self._lock:
             self._users += 1
             try:
-                return self._address(start_timeout, debug)
+                return self._address(settings)
             except BaseException:
                 self._users -= 1
                 raise
 
-    def current(self, *, start_timeout: float, debug: bool) -> GatewayAddress:
+    def current(self, settings: CodeBoxSettings) -> GatewayAddress:
         """The address for a user that already holds the gateway (respawned if it died)."""
         with self._lock:
-            return self._address(start_timeout, debug)
+            return self._address(settings)
 
-    def _address(self, start_timeout: float, debug: bool) -> GatewayAddress:
+    def _address(self, settings: CodeBoxSettings) -> GatewayAddress:
         proc = self._process
         if proc is None or not proc.alive():
             if proc is not None:
                 log.warning("the Kernel Gateway (pid %s) died; starting a new one", proc.pid)
                 proc.close(0.1)
             started = time.monotonic()
-            self._process = proc = GatewayProcess(start_timeout=start_timeout, debug=debug)
+            self._process = proc = GatewayProcess(
+                start_timeout=settings.start_timeout,
+                debug=settings.debug,
+                kernel_name=settings.kernel_name,
+                pool_size=settings.pool_size,
+                pool_idle_timeout=settings.pool_idle_timeout,
+            )
             self._generation += 1
             log.debug("gateway started in %.2f s", time.monotonic() - started)
-        return GatewayAddress(proc.url, proc.token, self._generation)
+        return GatewayAddress(proc.url, proc.token, self._generation, pool=True)
 
     def release(self) -> None:
         """One user less; the last one out stops the gateway."""

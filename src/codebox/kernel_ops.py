@@ -162,9 +162,11 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
     if st.kernel_id is None:
         st.status = "starting"
         st.address = yield Gateway()
-        body = yield from http(st, "start a kernel", "POST", "/api/kernels",
-                               {"name": cfg.kernel_name}, cfg.start_timeout)
-        st.kernel_id = body["id"]
+        st.kernel_id = yield from _pooled_kernel(st, cfg)
+        if st.kernel_id is None:
+            body = yield from http(st, "start a kernel", "POST", "/api/kernels",
+                                   {"name": cfg.kernel_name}, cfg.start_timeout)
+            st.kernel_id = body["id"]
         st.needs_setup = True
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
     if st.needs_setup:
@@ -172,6 +174,16 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         st.root = data[0].content["root"]
         st.needs_setup = False
     st.status = "running"
+
+
+def _pooled_kernel(st: KernelState, cfg: KernelConfig) -> Op:
+    """A warm kernel from the gateway's pool, if it has one (ours do), else None."""
+    assert st.address is not None
+    if not st.address.pool:
+        return None
+    status, body = yield Http(st.address, "POST", "/codebox/pool", {"name": cfg.kernel_name},
+                              cfg.timeout)
+    return body["id"] if status == 200 and isinstance(body, dict) else None
 
 
 def call(st: KernelState, code: str, timeout: float | None, what: str,

@@ -103,10 +103,9 @@ class LocalBox(BaseBox):
     def _gateway_address(self) -> GatewayAddress:
         if self._gateway_url is not None:
             return GatewayAddress(self._gateway_url, self._gateway_token)
-        s = self.settings
         if self._holds_gateway:
-            return shared_gateway.current(start_timeout=s.start_timeout, debug=s.debug)
-        address = shared_gateway.acquire(start_timeout=s.start_timeout, debug=s.debug)
+            return shared_gateway.current(self.settings)
+        address = shared_gateway.acquire(self.settings)
         self._holds_gateway = True
         return address
 

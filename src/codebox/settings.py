@@ -65,6 +65,17 @@ class CodeBoxSettings(BaseSettings):
         description="Bytes per message of a file transfer (the gateway drops messages over "
         "10 MiB).",
     )
+    pool_size: int = Field(
+        1,
+        ge=0,
+        le=32,
+        description="Warm kernels a spawned gateway keeps ready for the next box (0: none).",
+    )
+    pool_idle_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a warm kernel may wait unused before it is shut down.",
+    )
     max_retries: int = Field(
         3, ge=0, description="Retries of a request that is safe to repeat (REST client)."
     )

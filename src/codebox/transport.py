@@ -29,6 +29,7 @@ from .errors import (
 )
 from .gateway import GatewayAddress
 from .jupyter import WS_SUBPROTOCOL
+from .tls import verify_for
 from .kernel_ops import (
     Connect,
     Disconnect,
@@ -212,7 +213,8 @@ class SyncDriver:
         if self._client is None or self._client_url != address.url:
             self.close_http()
             self._client = httpx.Client(
-                base_url=address.url, headers=_headers(address), trust_env=False
+                base_url=address.url, headers=_headers(address), trust_env=False,
+                verify=verify_for(address.url),
             )
             self._client_url = address.url
         return self._client
@@ -378,7 +380,8 @@ class AsyncDriver:
             if old is not None:
                 self.loop.create_task(old.aclose())
             self._client = httpx.AsyncClient(
-                base_url=address.url, headers=_headers(address), trust_env=False
+                base_url=address.url, headers=_headers(address), trust_env=False,
+                verify=verify_for(address.url),
             )
             self._client_url = address.url
         return self._client
