@@ -126,6 +126,16 @@ class KernelPool:
                 await self.km.shutdown_kernel(entry.kernel_id, now=True)
 
 
+def _unread(parts: list[Any]) -> bool:
+    """An IOPub message codebox clients never read: ``execute_input``, or a ``busy`` status
+    of a request (parentless statuses — starting, restarting, dead — always pass)."""
+    header = json.loads(bytes(parts[0]))
+    kind = header.get("msg_type")
+    if kind == "execute_input":
+        return True
+    return kind == "status" and len(parts[1]) > 2 and b'"busy"' in bytes(parts[3])
+
+
 def _build_app(settings: dict[str, Any]) -> Any:
     from jupyter_server.services.kernels.connection.channels import (
         ZMQChannelsWebsocketConnection,
@@ -145,11 +155,18 @@ def _build_app(settings: dict[str, Any]) -> Any:
                 self.finish({"id": kernel_id})
 
     class NoDelayConnection(ZMQChannelsWebsocketConnection):
-        """Kernel websocket with TCP_NODELAY and without the IOPub rate limit."""
+        """Kernel websocket with TCP_NODELAY, without the IOPub rate limit, and without the
+        two IOPub messages of every execution that codebox never reads (the echo of the
+        code and the ``busy`` status): two of five frames of a small run."""
 
         def connect(self) -> Any:
             self.websocket_handler.set_nodelay(True)
             return super().connect()
+
+        def _on_zmq_reply(self, stream: Any, msg_list: Any) -> None:
+            if getattr(stream, "channel", None) == "iopub" and _unread(msg_list):
+                return
+            super()._on_zmq_reply(stream, msg_list)
 
     class CodeBoxGatewayApp(KernelGatewayApp):
         def init_configurables(self) -> None:
