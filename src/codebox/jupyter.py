@@ -85,8 +85,12 @@ class Session:
         store_history: bool = True,
         buffers: Sequence[bytes | memoryview] = (),
         metadata: dict[str, Any] | None = None,
+        stop_on_error: bool = False,
     ) -> tuple[str, bytes]:
-        """An ``execute_request`` on the shell channel: ``(msg_id, frame)``."""
+        """An ``execute_request`` on the shell channel: ``(msg_id, frame)``.
+
+        ``stop_on_error`` makes the kernel abort the requests queued behind a failing one.
+        """
         header = self.header("execute_request")
         content = {
             "code": code,
@@ -94,7 +98,7 @@ class Session:
             "store_history": store_history and not silent,
             "user_expressions": {},
             "allow_stdin": False,
-            "stop_on_error": False,
+            "stop_on_error": stop_on_error,
         }
         return header["msg_id"], encode_frame("shell", header, content, metadata, buffers)
 

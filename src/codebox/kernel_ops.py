@@ -191,24 +191,60 @@ def call(st: KernelState, code: str, timeout: float | None, what: str,
          on_data: Callable[[Message], None] | None = None) -> Op:
     """Run a codebox snippet silently; return its ``codebox_data`` messages (or hand each to
     ``on_data``). A failure of the snippet raises `CodeBoxError`."""
-    msg_id, frame = st.session.execute_request(code, silent=True, buffers=buffers)
+    calls: dict[str, _Call] = {}
+    msg_id = yield from submit(st, calls, code, buffers, on_data)
+    return (yield from finish(st, calls, msg_id, timeout, what))
+
+
+class _Call:
+    """A snippet execution in flight: its state and the data it answered with."""
+
+    __slots__ = ("execution", "data", "on_data")
+
+    def __init__(self, msg_id: str, on_data: Callable[[Message], None] | None) -> None:
+        self.execution = Execution(msg_id)
+        self.data: list[Message] = []
+        self.on_data = on_data
+
+
+def submit(st: KernelState, calls: dict[str, _Call], code: str,
+           buffers: tuple[bytes | memoryview, ...] = (),
+           on_data: Callable[[Message], None] | None = None) -> Op:
+    """Send a snippet without waiting for it; it joins ``calls`` (the ones in flight).
+
+    Snippets in flight stop the kernel's queue on error, so a failed step is the last one
+    that runs.
+    """
+    msg_id, frame = st.session.execute_request(code, silent=True, buffers=buffers,
+                                               stop_on_error=True)
+    calls[msg_id] = _Call(msg_id, on_data)
     yield Send(frame)
-    ex = Execution(msg_id)
-    data: list[Message] = []
+    return msg_id
+
+
+def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float | None,
+           what: str) -> Op:
+    """Wait for the call ``msg_id`` (routing the messages of the others in ``calls``)."""
     deadline = _deadline(timeout)
+    ex = calls[msg_id].execution
     while not ex.done:
         raw = yield Recv(_remaining(deadline))
         if raw is None:
             yield from interrupt_quietly(st)
             raise CodeBoxTimeoutError(f"{what}: no answer from the kernel within {timeout:g} s")
         msg = decode_frame(raw)
-        if msg.msg_type == DATA_MSG_TYPE and msg.parent_id == msg_id:
-            if on_data is not None:
-                on_data(msg)
+        owner = calls.get(msg.parent_id) if msg.parent_id is not None else None
+        if owner is not None and msg.msg_type == DATA_MSG_TYPE:
+            if owner.on_data is not None:
+                owner.on_data(msg)
             else:
-                data.append(msg)
-        else:
-            ex.feed(msg)
+                owner.data.append(msg)
+        elif owner is not None:
+            owner.execution.feed(msg)
+        elif msg.parent_id is None:
+            for other in calls.values():  # a parentless restart concerns every call
+                other.execution.feed(msg)
+    done = calls.pop(msg_id)
     if ex.died:
         _kernel_lost(st, ex.died)
         raise KernelDiedError(f"{what}: the kernel died ({ex.died}); its state is gone")
@@ -216,7 +252,7 @@ def call(st: KernelState, code: str, timeout: float | None, what: str,
         err = ex.error
         kind = CodeBoxNotFoundError if err.name == "FileNotFoundError" else CodeBoxError
         raise kind(f"{what}: {err.name}: {err.value}")
-    return data
+    return done.data
 
 
 def _kernel_lost(st: KernelState, how: str) -> None:
@@ -363,12 +399,19 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     yield from ensure_kernel(st, cfg)
     size, step = len(data), cfg.chunk_size
     offsets = range(0, size, step) if size else [0]
+    what = f"upload {name!r}"
+    calls: dict[str, _Call] = {}
     try:
+        # Two chunks in flight: the next one travels while the kernel writes this one.
         for offset in offsets:
             code = snippet("write", root=st.root, name=name, first=offset == 0,
                            last=offset + step >= size)
             chunk = data[offset:offset + step]
-            yield from call(st, code, timeout, f"upload {name!r}", (chunk,) if size else ())
+            yield from submit(st, calls, code, (chunk,) if size else ())
+            if len(calls) == 2:
+                yield from finish(st, calls, next(iter(calls)), timeout, what)
+        while calls:
+            yield from finish(st, calls, next(iter(calls)), timeout, what)
     except BaseException:
         try:
             yield from call(st, snippet("abort_write", root=st.root, name=name), 5.0, "clean up")

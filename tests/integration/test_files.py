@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from codebox import CodeBoxError, LocalBox
+from codebox import CodeBoxError, CodeBoxSettings, LocalBox
 from codebox.errors import CodeBoxNotFoundError
 
 
@@ -97,3 +97,19 @@ def test_hundred_megabytes_round_trip_without_extra_copies():
     # at most one more copy of it while it is assembled.
     assert up_peak < 32 * 1024 * 1024, up_peak
     assert down_peak < 2.2 * size, down_peak
+
+
+def test_many_small_chunks_in_flight_arrive_in_order():
+    payload = os.urandom(300_001)
+    with LocalBox(settings=CodeBoxSettings(chunk_size=4096)) as box:
+        assert box.upload("chunks.bin", payload).size == len(payload)
+        assert box.download("chunks.bin").content == payload
+        assert [f.name for f in box.list_files()] == ["chunks.bin"]  # no partial file left
+
+
+def test_a_failed_upload_leaves_nothing_behind():
+    with LocalBox(settings=CodeBoxSettings(chunk_size=4096)) as box:
+        box.upload("plain", b"a file, not a directory")
+        with pytest.raises(CodeBoxError):
+            box.upload("plain/inside.bin", os.urandom(50_000))
+        assert [(f.name, f.size) for f in box.list_files()] == [("plain", 23)]

@@ -1,0 +1,169 @@
+"""The box operations, driven by a scripted kernel instead of real I/O.
+
+They cover what real kernels produce only slowly or rarely: an interrupt that does not
+take, a kernel that is dead for good, a connection that drops, a cancelled run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+import pytest
+
+from codebox import kernel_ops as ops
+from codebox.errors import CodeBoxConnectionError
+from codebox.gateway import GatewayAddress
+from codebox.jupyter import encode_frame
+from codebox.kernel_snippets import DATA_MSG_TYPE
+
+
+def frame(msg_type: str, content: dict, parent: str | None, channel: str = "iopub") -> bytes:
+    header = {"msg_id": f"m-{msg_type}", "msg_type": msg_type}
+    return encode_frame(channel, header, content,
+                        parent_header={"msg_id": parent} if parent else {})
+
+
+def finished(parent: str, **reply) -> list[bytes]:
+    return [frame("execute_reply", {"status": "ok", "execution_count": 1, **reply}, parent,
+                  "shell"),
+            frame("status", {"execution_state": "idle"}, parent)]
+
+
+class ScriptedKernel:
+    """Answers an op's requests; ``on_run`` decides what a user execution produces."""
+
+    def __init__(self, on_run=None, on_interrupt=None):
+        self.requests: list = []
+        self.inbox: deque = deque()
+        self.on_run = on_run or (lambda msg_id: finished(msg_id))
+        self.on_interrupt = on_interrupt or (lambda: [])
+        self.kernels = 0
+        self.last_run: str | None = None
+
+    def answer(self, req):
+        self.requests.append(req)
+        if isinstance(req, ops.Gateway):
+            return GatewayAddress("http://gateway.test", "t", 1)
+        if isinstance(req, ops.Http):
+            if req.path == "/api/kernels":
+                self.kernels += 1
+                return 201, {"id": f"k{self.kernels}"}
+            if req.path.endswith("/interrupt"):
+                self.inbox.extend(self.on_interrupt())
+                return 204, None
+            return 200, {}
+        if isinstance(req, ops.Send):
+            header = json.loads(_part(req.frame, 1))
+            content = json.loads(_part(req.frame, 4))
+            msg_id = header["msg_id"]
+            if content["silent"]:  # a codebox snippet: answer as the kernel would
+                self.inbox.append(frame(DATA_MSG_TYPE, {"root": "/box"}, msg_id))
+                self.inbox.extend(finished(msg_id))
+            else:
+                self.last_run = msg_id
+                self.inbox.extend(self.on_run(msg_id))
+            return None
+        if isinstance(req, ops.Recv):
+            item = self.inbox.popleft() if self.inbox else None  # empty: the wait times out
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return None
+
+    def drive(self, op, throw_at_recv: BaseException | None = None):
+        value, error = None, None
+        while True:
+            try:
+                req = op.throw(error) if error else op.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(req, ops.Emit):
+                continue
+            if throw_at_recv is not None and isinstance(req, ops.Recv) and self.last_run:
+                error, throw_at_recv = throw_at_recv, None
+                continue
+            try:
+                value = self.answer(req)
+            except BaseException as exc:  # noqa: BLE001
+                error = exc
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests if isinstance(r, ops.Http)]
+
+
+def _part(raw: bytes, index: int) -> bytes:
+    offsets = [int.from_bytes(raw[8 * i: 8 * i + 8], "little")
+               for i in range(1, int.from_bytes(raw[:8], "little") + 1)]
+    return raw[offsets[index]:offsets[index + 1]]
+
+
+CFG = ops.KernelConfig(interrupt_timeout=0.01)
+
+
+def test_a_run_that_will_not_stop_gets_its_kernel_restarted():
+    kernel = ScriptedKernel(on_run=lambda msg_id: [
+        frame("stream", {"name": "stdout", "text": "partial\n"}, msg_id)])  # never finishes
+    st = ops.KernelState()
+    out = kernel.drive(ops.execute(st, CFG, "while True: pass", timeout=0.01))
+    assert out.error.name == "TimeoutError" and "restarted" in out.error.value
+    assert out.stdout == "partial\n"
+    assert kernel.paths()[-2:] == ["/api/kernels/k1/interrupt", "/api/kernels/k1/restart"]
+    assert st.status == "running" and not st.needs_setup  # set up again after the restart
+
+
+def test_an_interrupt_that_takes_keeps_the_kernel():
+    runs = []
+    kernel = ScriptedKernel(
+        on_run=lambda msg_id: runs.append(msg_id) or [
+            frame("stream", {"name": "stdout", "text": "x\n"}, msg_id)],
+        on_interrupt=lambda: [
+            frame("error", {"ename": "KeyboardInterrupt", "evalue": "", "traceback": []},
+                  runs[-1]),
+            *finished(runs[-1], status="error", ename="KeyboardInterrupt", evalue=""),
+        ])
+    out = kernel.drive(ops.execute(ops.KernelState(), CFG, "slow()", timeout=0.01))
+    assert out.error.name == "TimeoutError" and "restarted" not in out.error.value
+    assert [c.type for c in out.chunks] == ["stdout", "error"]  # the interrupt's error replaced
+    assert not any(p.endswith("/restart") for p in kernel.paths())
+
+
+def test_a_kernel_dead_for_good_is_replaced_on_the_next_run():
+    kernel = ScriptedKernel(on_run=lambda msg_id: [
+        frame("status", {"execution_state": "dead"}, None)])
+    st = ops.KernelState()
+    out = kernel.drive(ops.execute(st, CFG, "boom()", timeout=None))
+    assert out.error.name == "KernelDiedError" and "new one" in out.error.value
+    assert st.kernel_id is None
+    kernel.on_run = lambda msg_id: [frame("execute_result", {"data": {"text/plain": "2"}},
+                                          msg_id), *finished(msg_id)]
+    assert kernel.drive(ops.execute(st, CFG, "1+1", timeout=None)).content == "2"
+    assert st.kernel_id == "k2" and kernel.paths().count("/api/kernels") == 2
+
+
+def test_a_dropped_connection_ends_the_run_with_an_error_result():
+    kernel = ScriptedKernel(on_run=lambda msg_id: [CodeBoxConnectionError("closed")])
+    st = ops.KernelState()
+    out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    assert out.error.name == "KernelDiedError" and "connection" in out.error.value
+    assert st.needs_setup  # the next run checks the kernel and sets it up again
+
+
+@pytest.mark.parametrize("exc", [asyncio.CancelledError(), KeyboardInterrupt()])
+def test_a_cancelled_run_interrupts_the_kernel_and_reraises(exc):
+    kernel = ScriptedKernel(on_run=lambda msg_id: [])
+    with pytest.raises(type(exc)):
+        kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=None), throw_at_recv=exc)
+    assert kernel.paths()[-1] == "/api/kernels/k1/interrupt"
+
+
+def test_stop_releases_everything_even_for_a_kernel_already_gone():
+    kernel = ScriptedKernel()
+    st = ops.KernelState()
+    kernel.drive(ops.start(st, CFG))
+    assert st.root == "/box" and st.status == "running"
+    assert kernel.drive(ops.stop(st, CFG, remove_root=False)) == "stopped"
+    assert any(isinstance(r, ops.ReleaseGateway) for r in kernel.requests)
+    assert kernel.paths()[-1] == "/api/kernels/k1" and st.kernel_id is None
