@@ -13,7 +13,7 @@ from collections import deque
 import pytest
 
 from codebox import kernel_ops as ops
-from codebox.errors import CodeBoxConnectionError
+from codebox.errors import CodeBoxConnectionError, CodeBoxNotFoundError
 from codebox.gateway import GatewayAddress
 from codebox.jupyter import encode_frame
 from codebox.kernel_snippets import DATA_MSG_TYPE
@@ -143,12 +143,31 @@ def test_a_kernel_dead_for_good_is_replaced_on_the_next_run():
     assert st.kernel_id == "k2" and kernel.paths().count("/api/kernels") == 2
 
 
-def test_a_dropped_connection_ends_the_run_with_an_error_result():
+def test_a_dropped_connection_to_a_live_kernel_says_the_kernel_lives_on():
     kernel = ScriptedKernel(on_run=lambda msg_id: [CodeBoxConnectionError("closed")])
     st = ops.KernelState()
     out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
-    assert out.error.name == "KernelDiedError" and "connection" in out.error.value
-    assert st.needs_setup  # the next run checks the kernel and sets it up again
+    assert out.error.name == "KernelDiedError" and "lives on" in out.error.value
+    kinds = [type(r).__name__ for r in kernel.requests]
+    assert kinds[kinds.index("Disconnect"):][:2] == ["Disconnect", "Connect"]  # it checked
+    assert st.kernel_id == "k1" and not st.lost
+
+
+def test_a_dropped_connection_to_a_lost_kernel_starts_a_new_one_and_says_so():
+    class Vanishing(ScriptedKernel):
+        def answer(self, req):
+            if isinstance(req, ops.Connect) and self.last_run and req.kernel_id == "k1":
+                self.requests.append(req)
+                raise CodeBoxNotFoundError("kernel k1 is gone")
+            return super().answer(req)
+
+    kernel = Vanishing(on_run=lambda msg_id: [CodeBoxConnectionError("closed")])
+    st = ops.KernelState()
+    out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    assert "kernel is gone" in out.error.value and "new kernel" in out.error.value
+    assert st.kernel_id == "k2" and not st.lost  # told once, not again on the next run
+    kernel.on_run = lambda msg_id: finished(msg_id)
+    assert kernel.drive(ops.execute(st, CFG, "y", timeout=None)).error is None
 
 
 @pytest.mark.parametrize("exc", [asyncio.CancelledError(), KeyboardInterrupt()])

@@ -125,6 +125,7 @@ class KernelState:
     kernel_id: str | None = None
     root: str | None = None
     needs_setup: bool = False
+    lost: bool = False  # the kernel was replaced and the user has not been told yet
     session: jupyter.Session = field(default_factory=jupyter.Session)
 
 
@@ -159,6 +160,7 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
             yield Connect(st.address, st.kernel_id, cfg.start_timeout)
         except (CodeBoxNotFoundError, CodeBoxConnectionError):
             st.kernel_id = None  # the kernel, or its gateway, is gone: start afresh
+            st.lost = True
     if st.kernel_id is None:
         st.status = "starting"
         st.address = yield Gateway()
@@ -306,13 +308,31 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
     yield from ensure_kernel(st, cfg)
     msg_id, frame = st.session.execute_request(code)
     ex = Execution(msg_id, output_limit=cfg.output_limit)
-    yield Send(frame)
+    if not st.lost:
+        try:
+            yield Send(frame)
+        except CodeBoxConnectionError:
+            # Nothing was sent: reconnect, and send again only to the same kernel.
+            yield from ensure_kernel(st, cfg)
+            if not st.lost:
+                yield Send(frame)
+    if st.lost:
+        st.lost = False
+        return ex.output(_died("the box lost its kernel (the kernel or its gateway went "
+                               "away); this code did not run, and a new kernel is ready"))
     try:
         finished = yield from _collect(ex, _deadline(timeout))
     except CodeBoxConnectionError as exc:
-        st.needs_setup = True  # find out on the next run whether the kernel survived
-        return ex.output(ExecError(name="KernelDiedError",
-                                   value=f"lost the connection to the kernel: {exc}"))
+        # Find out now whether the kernel survived, so this run can say which it was.
+        yield Disconnect()
+        yield from ensure_kernel(st, cfg)
+        if st.lost:
+            st.lost = False
+            return ex.output(_died(f"the connection to the kernel broke ({exc}) and the "
+                                   "kernel is gone; a new kernel is ready, without your "
+                                   "variables"))
+        return ex.output(_died(f"the connection to the kernel broke ({exc}); the kernel "
+                               "lives on, but this run's further output is lost"))
     except BaseException:
         # Ctrl-C, task cancelled, stream abandoned: stop the code, not just our waiting.
         if not ex.done:
@@ -321,13 +341,16 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
     if finished:
         if ex.died:
             _kernel_lost(st, ex.died)
-            return ex.output(ExecError(
-                name="KernelDiedError",
-                value="the kernel died while running this code; it was restarted and its "
+            return ex.output(_died(
+                "the kernel died while running this code; it was restarted and its "
                 "variables are gone" if ex.died == "restarting" else
                 "the kernel died while running this code; the next run starts a new one"))
         return ex.output()
     return (yield from _time_out(st, cfg, ex, timeout))
+
+
+def _died(value: str) -> ExecError:
+    return ExecError(name="KernelDiedError", value=value)
 
 
 def _collect(ex: Execution, deadline: float | None) -> Op:

@@ -275,3 +275,16 @@ def test_no_process_is_left_after_all_boxes_stop():
     with LocalBox() as box:
         box.run("1")
     wait_until(lambda: not our_processes(), timeout=15)
+
+
+def test_a_dead_gateway_is_replaced_and_the_box_says_its_state_is_gone():
+    with LocalBox() as box:
+        box.run("state = 1")
+        old_pid = shared_gateway.pid
+        os.kill(old_pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(old_pid), timeout=10)
+        lost = box.run("state")
+        assert lost.error is not None and lost.error.name == "KernelDiedError"
+        assert box.run("'state' in dir()").content == "False"  # a new gateway, a new kernel
+        assert shared_gateway.pid not in (None, old_pid)
+        assert box.run("print('back')").stdout == "back\n"
