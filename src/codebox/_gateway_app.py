@@ -117,6 +117,11 @@ class KernelPool:
             self.fill()
         return kernel_id
 
+    def describe(self) -> dict[str, Any]:
+        warm = [e.kernel_id for e in self.entries if e.warm]
+        return {"kernel_name": self.kernel_name, "size": self.size, "warm": warm,
+                "starting": len(self.entries) - len(warm)}
+
     async def cull(self) -> None:
         now = time.monotonic()
         stale = [e for e in self.entries if e.warm and now - e.since > self.idle_timeout]
@@ -146,6 +151,9 @@ def _build_app(settings: dict[str, Any]) -> Any:
     from traitlets.config import Config
 
     class PoolHandler(TokenAuthorizationMixin, web.RequestHandler):
+        def get(self) -> None:
+            self.finish(pool.describe())
+
         def post(self) -> None:
             body = json.loads(self.request.body or b"{}")
             kernel_id = pool.take(body.get("name") or pool.kernel_name)
