@@ -173,7 +173,7 @@ def test_timeout_error_replaces_the_interrupt_error():
 
 def test_frame_round_trip_keeps_buffers_and_channel():
     session = Session()
-    msg_id, frame = session.execute_request("x = 1", silent=True, buffers=[b"\x00\xffdata"])
+    _, frame = session.execute_request("x = 1", silent=True, buffers=[b"\x00\xffdata"])
     msg = decode_frame(frame)
     assert msg.channel == "shell" and msg.msg_type == "execute_request"
     assert msg.content["code"] == "x = 1" and msg.content["silent"] is True

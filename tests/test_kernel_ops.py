@@ -38,7 +38,7 @@ class ScriptedKernel:
         self.requests: list = []
         self.inbox: deque = deque()
         self.on_run = on_run or (lambda msg_id: finished(msg_id))
-        self.on_interrupt = on_interrupt or (lambda: [])
+        self.on_interrupt = on_interrupt or (list)
         self.kernels = 0
         self.last_run: str | None = None
 

@@ -40,11 +40,10 @@ class _BlockSlowImports(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> None:
         if name.split(".")[0] in _SLOW_IMPORTS:
             raise ImportError(f"{name} is not needed by the codebox gateway")
-        return None
 
 
 class _PoolEntry:
-    __slots__ = ("kernel_id", "warm", "since")
+    __slots__ = ("kernel_id", "since", "warm")
 
     def __init__(self) -> None:
         self.kernel_id: str | None = None  # known once launched
@@ -73,7 +72,7 @@ class KernelPool:
         self.entries.append(entry)
         try:
             entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name)
-        except Exception:  # noqa: BLE001 - a pool that cannot fill just hands out nothing
+        except Exception:  # a pool that cannot fill just hands out nothing
             self.log.exception("codebox pool: could not start a kernel")
             self.entries.remove(entry)
             return

@@ -8,7 +8,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
 from .settings import CodeBoxSettings
@@ -33,6 +33,9 @@ def code_to_run(code: str | None, file_path: str | os.PathLike[str] | None) -> s
             raise ValueError(f"code must be a str, not {type(code).__name__}")
         return code
     return Path(file_path).read_text(encoding="utf-8")  # type: ignore[arg-type]
+
+
+_Box = TypeVar("_Box", bound="BaseBox")
 
 
 class BaseBox(abc.ABC):
@@ -64,7 +67,7 @@ class BaseBox(abc.ABC):
 
     # -- context managers -------------------------------------------------------------
 
-    def __enter__(self) -> BaseBox:
+    def __enter__(self: _Box) -> _Box:
         self.start()
         return self
 
@@ -76,7 +79,7 @@ class BaseBox(abc.ABC):
     ) -> None:
         self.stop()
 
-    async def __aenter__(self) -> BaseBox:
+    async def __aenter__(self: _Box) -> _Box:
         await self.astart()
         return self
 

@@ -40,7 +40,7 @@ def strip_ansi(text: str) -> str:
 class Message:
     """A message received from the kernel websocket (only the parts codebox reads)."""
 
-    __slots__ = ("channel", "msg_type", "parent_id", "content", "buffers")
+    __slots__ = ("buffers", "channel", "content", "msg_type", "parent_id")
 
     def __init__(
         self,

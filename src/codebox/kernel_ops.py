@@ -30,7 +30,7 @@ from .gateway import GatewayAddress
 from .jupyter import Execution, Message, decode_frame
 from .kernel_snippets import DATA_MSG_TYPE, snippet
 from .paths import check_file_name
-from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
+from .schema import CodeBoxFile, CodeBoxStatus, ExecError, OutputChunk
 
 # -- the I/O requests --------------------------------------------------------------------
 
@@ -201,7 +201,7 @@ def call(st: KernelState, code: str, timeout: float | None, what: str,
 class _Call:
     """A snippet execution in flight: its state and the data it answered with."""
 
-    __slots__ = ("execution", "data", "on_data")
+    __slots__ = ("data", "execution", "on_data")
 
     def __init__(self, msg_id: str, on_data: Callable[[Message], None] | None) -> None:
         self.execution = Execution(msg_id)
@@ -417,7 +417,8 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     if isinstance(content, str):
         content = content.encode()
     if not isinstance(content, (bytes, bytearray, memoryview)):
-        raise ValueError(f"content must be bytes or str, not {type(content).__name__}")
+        raise ValueError(  # noqa: TRY004 - a wrong call is a ValueError throughout the API
+            f"content must be bytes or str, not {type(content).__name__}")
     data = memoryview(content).cast("B")
     yield from ensure_kernel(st, cfg)
     size, step = len(data), cfg.chunk_size

@@ -29,7 +29,6 @@ from .errors import (
 )
 from .gateway import GatewayAddress
 from .jupyter import WS_SUBPROTOCOL
-from .tls import verify_for
 from .kernel_ops import (
     Connect,
     Disconnect,
@@ -42,6 +41,7 @@ from .kernel_ops import (
     Send,
     StreamAbandoned,
 )
+from .tls import verify_for
 
 GatewaySource = Callable[[], GatewayAddress]
 
@@ -88,7 +88,7 @@ def _handshake_error(exc: Exception, kernel_id: str) -> CodeBoxError:
     if status in (401, 403):
         return CodeBoxAuthError("the gateway refused the token", http_status=status)
     if status is not None:
-        return GatewayError(f"the kernel websocket was refused", http_status=status)
+        return GatewayError("the kernel websocket was refused", http_status=status)
     return CodeBoxConnectionError(f"cannot connect to kernel {kernel_id}: {exc}")
 
 
@@ -136,7 +136,7 @@ class SyncDriver:
             if on_output is not None:
                 try:
                     on_output(chunk)
-                except BaseException as exc:  # the callback failed: the run must not go on
+                except BaseException as exc:  # noqa: BLE001 - the run must not go on
                     steps.throw(exc)
 
     def steps(self, op: Op) -> Iterator[Any]:
@@ -301,7 +301,7 @@ class AsyncDriver:
             if on_output is not None:
                 try:
                     on_output(item)
-                except BaseException as exc:  # the callback failed: the run must not go on
+                except BaseException as exc:  # noqa: BLE001 - the run must not go on
                     await steps.athrow(exc)
         raise AssertionError("unreachable")
 

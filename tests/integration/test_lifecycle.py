@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import secrets
 import signal
@@ -11,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -139,7 +139,7 @@ def stock_gateway(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = tmp_path / "kg_config.json"
-    config.write_text('{"KernelGatewayApp": {"auth_token": "%s"}}' % token)
+    config.write_text(json.dumps({"KernelGatewayApp": {"auth_token": token}}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "kernel_gateway", f"--KernelGatewayApp.port={port}",
          "--KernelGatewayApp.ip=127.0.0.1", "--KernelGatewayApp.port_retries=0",
