@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import html
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -60,10 +64,27 @@ class OutputChunk(BaseModel):
     def __repr__(self) -> str:
         return f"OutputChunk(type={self.type!r}, content={_short(self.content)!r})"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        if self.type in ("stdout", "stderr", "text", "error"):
-            return {"text/plain": self.content}
-        return {self.type: self.content, "text/plain": repr(self)}
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> dict[str, Any]:
+        """The chunk for Jupyter: its own MIME type (base64 for PNG) and ``text/plain``."""
+        bundle: dict[str, Any] = {"text/plain": self.content if _is_text(self.type) else repr(self)}
+        if self.type == "application/json":
+            try:
+                bundle["application/json"] = json.loads(self.content)
+            except ValueError:
+                pass
+        elif not _is_text(self.type):
+            bundle[self.type] = self.content
+        return _filter_bundle(bundle, include, exclude)
+
+    def _repr_png_(self) -> bytes | None:
+        """The PNG bytes of an ``image/png`` chunk (``None`` for other chunks)."""
+        return _png_bytes(self.content) if self.type == "image/png" else None
+
+    def _repr_html_(self) -> str:
+        """The chunk as HTML: images inline, HTML as is, text in a ``<pre>`` block."""
+        return _chunk_html(self)
 
 
 class ExecError(BaseModel):
@@ -148,14 +169,70 @@ class CodeBoxOutput(BaseModel):
             f"chunks={len(self.chunks)}{extra})"
         )
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = {"text/plain": self.content if self.type != "image/png" else ""}
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> dict[str, Any]:
+        """The whole output for Jupyter: every chunk in order as HTML (images inline,
+        the error with its traceback), the first image as PNG, and plain text."""
+        if self.type == "image/png":
+            plain = repr(self)
+        elif self.error is not None and self.error.traceback:
+            plain = self.content + "\n" + self.error.traceback
+        else:
+            plain = self.content
+        bundle: dict[str, Any] = {"text/plain": plain, "text/html": self._repr_html_()}
         if self.images:
             bundle["image/png"] = self.images[0]
-        for chunk in self.chunks:
-            if chunk.type in ("text/html", "image/svg+xml") and chunk.type not in bundle:
-                bundle[chunk.type] = chunk.content
-        return bundle
+        return _filter_bundle(bundle, include, exclude)
+
+    def _repr_png_(self) -> bytes | None:
+        """The first image as PNG bytes (``None`` if the run made none)."""
+        return _png_bytes(self.images[0]) if self.images else None
+
+    def _repr_html_(self) -> str:
+        """Every chunk in order as HTML, then the error with its traceback."""
+        parts = [_chunk_html(c) for c in self.chunks if c.type != "error" or self.error is None]
+        if self.error is not None:
+            text = self.error.traceback or str(self.error)
+            parts.append(f'<pre style="{_ERROR_STYLE}">{html.escape(text)}</pre>')
+        if self.truncated:
+            parts.append("<p><em>(output truncated at the box's output limit)</em></p>")
+        return "<div class=\"codebox-output\">" + "".join(parts) + "</div>"
+
+
+_TEXT_TYPES = ("stdout", "stderr", "text", "error")
+_PRE_STYLE = "margin:0;white-space:pre-wrap"
+_ERROR_STYLE = _PRE_STYLE + ";color:#b00020"
+_STDERR_STYLE = _PRE_STYLE + ";background:#fff0f0"
+
+
+def _is_text(kind: str) -> bool:
+    return kind in _TEXT_TYPES
+
+
+def _png_bytes(data: str) -> bytes | None:
+    try:
+        return base64.b64decode(data)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _chunk_html(chunk: OutputChunk) -> str:
+    kind, content = chunk.type, chunk.content
+    if kind == "image/png":
+        return f'<img src="data:image/png;base64,{html.escape(content)}" alt="image"/>'
+    if kind in ("text/html", "image/svg+xml"):
+        return content
+    style = {"stderr": _STDERR_STYLE, "error": _ERROR_STYLE}.get(kind, _PRE_STYLE)
+    return f'<pre style="{style}">{html.escape(content)}</pre>'
+
+
+def _filter_bundle(bundle: dict[str, Any], include: Any, exclude: Any) -> dict[str, Any]:
+    if include:
+        bundle = {k: v for k, v in bundle.items() if k in include}
+    if exclude:
+        bundle = {k: v for k, v in bundle.items() if k not in exclude}
+    return bundle
 
 
 class CodeBoxFile(BaseModel):

@@ -1,0 +1,81 @@
+"""`codebox.runner` (the logic of `codebox run`) on real boxes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from codebox.runner import EXIT_BOX_ERROR, EXIT_FAILED, EXIT_OK, run_script
+
+pytestmark = pytest.mark.integration
+
+
+class Watched(io.StringIO):
+    """A stdout that creates ``flag`` as soon as ``word`` is written to it."""
+
+    def __init__(self, word: str, flag: Path) -> None:
+        super().__init__()
+        self.word, self.flag = word, flag
+
+    def write(self, text: str) -> int:
+        if self.word in text:
+            self.flag.touch()
+        return super().write(text)
+
+
+def test_output_streams_while_the_script_runs(tmp_path):
+    # The script waits until the runner has printed its first line: only output that is
+    # written as it comes lets it finish before its deadline.
+    flag = tmp_path / "seen"
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import os, time\nprint('ready', flush=True)\ndeadline = time.monotonic() + 20\n"
+        f"while not os.path.exists({str(flag)!r}):\n"
+        "    assert time.monotonic() < deadline, 'the runner did not stream'\n"
+        "    time.sleep(0.01)\nprint('done')\n"
+    )
+    out, err = Watched("ready", flag), io.StringIO()
+    assert run_script(script, stdout=out, stderr=err) == EXIT_OK, err.getvalue()
+    assert out.getvalue() == "ready\ndone\n"
+
+
+def test_a_failing_script_saves_images_prints_the_traceback_and_exits_1(tmp_path):
+    script = tmp_path / "plot.py"
+    script.write_text(
+        "import sys\nimport matplotlib.pyplot as plt\nprint('one')\n"
+        "plt.plot([1, 2]); plt.show()\nprint('warn', file=sys.stderr)\n"
+        "plt.plot([2, 1]); plt.show()\nraise KeyError('k')\n"
+    )
+    images = tmp_path / "imgs"
+    (images).mkdir()
+    (images / "image-1.png").write_bytes(b"older run")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_script(script, images_dir=images, stdout=out, stderr=err) == EXIT_FAILED
+    assert out.getvalue() == "one\n"
+    lines = err.getvalue().splitlines()
+    assert lines[0] == f"[image saved: {images / 'image-2.png'}]"
+    assert lines[1] == "warn"
+    assert lines[2] == f"[image saved: {images / 'image-3.png'}]"
+    assert "----> 7 raise KeyError('k')" in err.getvalue()
+    assert lines[-1] == "KeyError: 'k'"
+    assert (images / "image-1.png").read_bytes() == b"older run"  # never overwritten
+    assert (images / "image-3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stdin_exit_codes_timeouts_and_unreadable_files(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    code = run_script("-", stdin=io.StringIO("print(6 * 7)\nimport sys; sys.exit(3)"),
+                      stdout=out, stderr=err, images_dir=tmp_path)
+    assert code == 3 and out.getvalue() == "42\n"
+    assert run_script("-", stdin=io.StringIO("raise SystemExit(0)"), stdout=out,
+                      stderr=err) == EXIT_OK
+    err = io.StringIO()
+    assert run_script("-", stdin=io.StringIO("import time; time.sleep(30)"), timeout=0.5,
+                      stdout=out, stderr=err) == EXIT_FAILED
+    assert "TimeoutError" in err.getvalue()
+    err = io.StringIO()
+    assert run_script(tmp_path / "missing.py", stderr=err) == EXIT_BOX_ERROR
+    assert "cannot read" in err.getvalue()
+    assert not list(tmp_path.glob("*.png"))  # no image, no file
