@@ -256,8 +256,14 @@ async def _raw_async_kernels(k: int, seconds: float) -> float:
 
 
 async def _codebox_boxes(k: int, seconds: float) -> float:
+    from codebox.gateway import shared_gateway
+
     boxes = [LocalBox() for _ in range(k)]
     await asyncio.gather(*(b.astart() for b in boxes))
+    for box in boxes:
+        await box.arun("1")
+    # Steady state: the pool's replacement kernel has booted (it takes a core meanwhile).
+    await asyncio.to_thread(_wait_for_warm_pool, shared_gateway)
     try:
         async def loop(box: LocalBox) -> int:
             done, end = 0, time.perf_counter() + seconds

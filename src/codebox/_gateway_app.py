@@ -15,6 +15,7 @@ Changes against a stock gateway, each for a measured reason:
   delayed ACKs;
 - the optional ``rfc3987_syntax`` import of jsonschema is blocked: it builds a grammar at
   import time and costs ~1.2 s of start-up, for a format check the gateway never needs;
+- no activity watching of kernels (see `UnwatchedKernelManager`);
 - a pool of warm kernels (``POST /codebox/pool`` hands one out and starts a replacement),
   since the gateway's own prespawned kernels are never handed out by ``POST /api/kernels``.
   The first one is launched while the gateway is still initialising, so the first box of a
@@ -30,6 +31,7 @@ import os
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 READY = "codebox-gateway-ready"
@@ -146,6 +148,7 @@ def _build_app(settings: dict[str, Any]) -> Any:
     )
     from kernel_gateway.gatewayapp import KernelGatewayApp
     from kernel_gateway.mixins import TokenAuthorizationMixin
+    from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
     from tornado import ioloop, netutil, web
     from traitlets.config import Config
 
@@ -174,6 +177,18 @@ def _build_app(settings: dict[str, Any]) -> Any:
             if getattr(stream, "channel", None) == "iopub" and _unread(msg_list):
                 return
             super()._on_zmq_reply(stream, msg_list)
+
+    class UnwatchedKernelManager(SeedingMappingKernelManager):
+        """No activity watching: it subscribes to every kernel's IOPub a second time and
+        parses each message in full (a quarter of the gateway's CPU under load), to feed an
+        idle culler codebox does not use."""
+
+        def start_watching_activity(self, kernel_id: str) -> None:
+            kernel = self._kernels[kernel_id]
+            kernel.reason = ""
+            kernel.last_activity = datetime.now(timezone.utc)
+            kernel.execution_state = "idle"
+            kernel._activity_stream = None
 
     class CodeBoxGatewayApp(KernelGatewayApp):
         def init_configurables(self) -> None:
@@ -213,9 +228,13 @@ def _build_app(settings: dict[str, Any]) -> Any:
     config.KernelGatewayApp.port_retries = 0
     config.KernelGatewayApp.auth_token = settings["token"]
     config.KernelGatewayApp.kernel_websocket_connection_class = NoDelayConnection
+    config.KernelGatewayApp.kernel_manager_class = UnwatchedKernelManager
     config.KernelGatewayApp.log_level = "DEBUG" if settings.get("debug") else "WARN"
     config.JupyterWebsocketPersonality.list_kernels = True
     config.ZMQChannelsWebsocketConnection.limit_rate = False
+    # A kernel that dies in its first 10 s is otherwise restarted on new ports, which
+    # strands every open websocket to it: its messages go to the old ports, forever.
+    config.KernelRestarter.random_ports_until_alive = False
     app = CodeBoxGatewayApp(config=config)
     app.initialize(argv=[])
     return app

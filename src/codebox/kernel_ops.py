@@ -249,6 +249,8 @@ def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float
     done = calls.pop(msg_id)
     if ex.died:
         _kernel_lost(st, ex.died)
+        yield Disconnect()  # as in `execute`: the restarted kernel may listen elsewhere
+        yield Disconnect()  # see `restart`: a fresh websocket for the restarted kernel
         raise KernelDiedError(f"{what}: the kernel died ({ex.died}); its state is gone")
     if ex.error is not None:
         err = ex.error
@@ -341,6 +343,10 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
     if finished:
         if ex.died:
             _kernel_lost(st, ex.died)
+            # Gateways may restart a kernel on new ports: reconnect rather than trust the
+            # old connection's channels.
+            yield Disconnect()
+            yield Disconnect()  # see `restart`: a fresh websocket for the restarted kernel
             return ex.output(_died(
                 "the kernel died while running this code; it was restarted and its "
                 "variables are gone" if ex.died == "restarting" else
@@ -391,6 +397,10 @@ def restart(st: KernelState, cfg: KernelConfig) -> Op:
     st.needs_setup = True
     yield from http(st, "restart", "POST", f"/api/kernels/{st.kernel_id}/restart", {},
                     cfg.start_timeout)
+    # On the old websocket the restarted kernel's IOPub may not be subscribed yet, and the
+    # set-up's idle status is lost (a 60 s wait, ~1 restart in 4). A new websocket is
+    # nudged by the gateway until IOPub is live.
+    yield Disconnect()
     yield from ensure_kernel(st, cfg)
     return CodeBoxStatus(status="restarted")
 
