@@ -11,6 +11,7 @@ re-raise.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -250,7 +251,6 @@ def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float
     if ex.died:
         _kernel_lost(st, ex.died)
         yield Disconnect()  # as in `execute`: the restarted kernel may listen elsewhere
-        yield Disconnect()  # see `restart`: a fresh websocket for the restarted kernel
         raise KernelDiedError(f"{what}: the kernel died ({ex.died}); its state is gone")
     if ex.error is not None:
         err = ex.error
@@ -346,7 +346,6 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
             # Gateways may restart a kernel on new ports: reconnect rather than trust the
             # old connection's channels.
             yield Disconnect()
-            yield Disconnect()  # see `restart`: a fresh websocket for the restarted kernel
             return ex.output(_died(
                 "the kernel died while running this code; it was restarted and its "
                 "variables are gone" if ex.died == "restarting" else
@@ -458,15 +457,19 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
 def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None) -> Op:
     name = check_file_name(file_name)
     yield from ensure_kernel(st, cfg)
-    buf = bytearray()
+    # BytesIO hands its buffer over in getvalue() without a copy (a bytearray would need
+    # one more copy of the whole file to become bytes).
+    buf = io.BytesIO()
 
     def on_data(msg: Message) -> None:
         for part in msg.buffers:
-            buf.extend(part)
+            buf.write(part)
 
     code = snippet("read", root=st.root, name=name, chunk_size=cfg.chunk_size)
     yield from call(st, code, timeout, f"download {name!r}", on_data=on_data)
-    return CodeBoxFile(name=name, size=len(buf), content=bytes(buf))
+    content = buf.getvalue()
+    buf.close()
+    return CodeBoxFile(name=name, size=len(content), content=content)
 
 
 def list_files(st: KernelState, cfg: KernelConfig) -> Op:
