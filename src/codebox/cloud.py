@@ -359,8 +359,9 @@ class CodeBox(BaseBox):
                 on_output(chunk)
             return state.result()
         output = self._call(P.run_request(self._sid(), source, limit, self._capabilities()))
-        for chunk in output.chunks if on_output is not None else ():
-            on_output(chunk)
+        if on_output is not None:
+            for chunk in output.chunks:
+                on_output(chunk)
         return output
 
     async def arun(
@@ -380,8 +381,9 @@ class CodeBox(BaseBox):
             return state.result()
         req = P.run_request(await self._asid(), source, limit, await self._acapabilities())
         output = await self._acall(req)
-        for chunk in output.chunks if on_output is not None else ():
-            on_output(chunk)
+        if on_output is not None:
+            for chunk in output.chunks:
+                on_output(chunk)
         return output
 
     def _stream_chunks(

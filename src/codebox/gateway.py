@@ -65,6 +65,7 @@ class GatewayProcess:
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._ready = threading.Event()
         self.port: int | None = None
+        self.url = ""
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=self._runtime_dir, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
             [sys.executable, _GATEWAY_APP],

@@ -180,10 +180,10 @@ def display_chunk(data: dict[str, Any]) -> OutputChunk | None:
     rich = next((m for m in _RICH_TYPES if m in data), None)
     if text is not None and not (rich and _PLACEHOLDER_REPR.match(text)):
         return OutputChunk(type="text", content=_as_text(text))
-    mime = rich or next((m for m in data if m != "text/plain"), None)
-    if mime is None:
+    other = rich or next((m for m in data if m != "text/plain"), None)
+    if other is None:
         return None
-    return OutputChunk(type=mime, content=_as_text(data[mime]))
+    return OutputChunk(type=other, content=_as_text(data[other]))
 
 
 def _as_text(value: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,7 +46,7 @@ from .tls import verify_for
 GatewaySource = Callable[[], GatewayAddress]
 
 # websockets >= 17 asks direct (non context-manager) callers of the sync connect() to say so.
-_SYNC_CONNECT_OPTIONS = (
+_SYNC_CONNECT_OPTIONS: dict[str, Any] = (
     {"legacy": True} if "legacy" in inspect.signature(sconnect).parameters else {}
 )
 
@@ -139,7 +139,7 @@ class SyncDriver:
                 except BaseException as exc:  # noqa: BLE001 - the run must not go on
                     steps.throw(exc)
 
-    def steps(self, op: Op) -> Iterator[Any]:
+    def steps(self, op: Op) -> Generator[Any, None, Any]:
         """Carry out ``op``, yielding the chunks it emits; returns its result."""
         value: Any = None
         error: BaseException | None = None
@@ -233,8 +233,8 @@ class SyncDriver:
             )
             # Small frames must not wait for delayed ACKs: ~40 ms per execution otherwise.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ws = sconnect(url, sock=sock, open_timeout=req.timeout, **_ws_options(req.address),
-                          **_SYNC_CONNECT_OPTIONS)
+            options = {**_ws_options(req.address), **_SYNC_CONNECT_OPTIONS}
+            ws = sconnect(url, sock=sock, open_timeout=req.timeout, **options)
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
         _check_subprotocol(ws)
@@ -305,7 +305,7 @@ class AsyncDriver:
                     await steps.athrow(exc)
         raise AssertionError("unreachable")
 
-    async def steps(self, op: Op) -> AsyncIterator[Any]:
+    async def steps(self, op: Op) -> AsyncGenerator[Any, None]:
         """Carry out ``op``, yielding its chunks and finally `Done` with its result."""
         value: Any = None
         error: BaseException | None = None
