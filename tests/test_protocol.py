@@ -124,7 +124,7 @@ def test_prepare_upload_rejects_bad_names(name):
 
 
 def test_prepare_upload_rejects_other_content():
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError):
         P.prepare_upload("x.txt", 12)
 
 
@@ -177,7 +177,7 @@ def test_install_status_is_the_servers_or_names_the_package():
     )
 
 
-@pytest.mark.parametrize("names", [(), ("",), ("  ",), (3,)])
+@pytest.mark.parametrize("names", [(), ("",), ("  ",), (3,), ("--index-url=http://x",)])
 def test_check_package_names_rejects(names):
     with pytest.raises(ValueError):
         P.check_package_names(names)

@@ -229,14 +229,14 @@ def prepare_upload(file_name: str, content: Any) -> tuple[str, bytes]:
 
     Raises:
         CodeBoxError: The file name is not a valid box file name.
-        TypeError: The content is of another type.
+        ValueError: The content is of another type (as for `LocalBox`).
     """
     name = check_file_name(file_name)
     if isinstance(content, str):
         return name, content.encode("utf-8")
     if isinstance(content, (bytes, bytearray, memoryview)):
         return name, bytes(content)
-    raise TypeError(f"upload content must be bytes or str, not {type(content).__name__}")
+    raise ValueError(f"upload content must be bytes or str, not {type(content).__name__}")
 
 
 def download_request(
@@ -268,13 +268,14 @@ def check_package_names(package_names: Iterable[str]) -> tuple[str, ...]:
     """The package names of an install, checked before anything is sent.
 
     Raises:
-        ValueError: There are none, or one is not a non-empty string.
+        ValueError: There are none, or one is not a non-empty string, or one starts with
+            ``-`` (an option, not a package: refused as `LocalBox` refuses it).
     """
     names = tuple(package_names)
     if not names:
         raise ValueError("install() needs at least one package name")
     for name in names:
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or not name.strip() or name.startswith("-"):
             raise ValueError(f"invalid package name {name!r}")
     return names
 

@@ -1,0 +1,78 @@
+"""The ``codebox`` command.
+
+``codebox serve`` runs the CodeBox REST API server. Further subcommands join the group with
+``@main.command()`` in this module (or ``main.add_command(...)``); each imports what it
+needs inside its function, so ``codebox --help`` stays fast and works without extras.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="codebox")
+def main() -> None:
+    """codebox: run Python code in isolated, stateful Jupyter kernels."""
+
+
+@main.command()
+@click.option("--host", help="Interface to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=int, help="Port to listen on; 0 picks a free one.  [default: 8069]")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="An API key clients must send (repeatable; also CODEBOX_SERVER_API_KEYS, "
+              "comma separated).")
+@click.option("--no-auth", is_flag=True, default=None,
+              help="Serve without API keys (loopback addresses only).")
+@click.option("--gateway-url", metavar="URL",
+              help="Use this running Kernel Gateway or Enterprise Gateway instead of "
+              "spawning one.")
+@click.option("--gateway-token", metavar="TOKEN", help="Auth token of that gateway.")
+@click.option("--max-sessions-per-key", type=int, help="Most sessions per API key.  [default: 10]")
+@click.option("--max-upload-size", type=int, metavar="BYTES",
+              help="Largest file an upload may carry.  [default: 100 MiB]")
+@click.option("--run-timeout", type=float, metavar="SECONDS",
+              help="Longest a run may take.  [default: 300]")
+@click.option("--idle-timeout", type=float, metavar="SECONDS",
+              help="Sessions idle this long are stopped.  [default: 3600]")
+@click.option("--log-level",
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Log level.  [default: info]")
+def serve(**options: Any) -> None:
+    """Run the CodeBox REST API server.
+
+    Clients reach it with CODEBOX_BASE_URL=http://HOST:PORT/api/v1 and an API key. Every
+    option can also be set as CODEBOX_SERVER_<OPTION> (e.g. CODEBOX_SERVER_RUN_TIMEOUT).
+    Stops cleanly, with its kernels and gateway, on Ctrl-C or SIGTERM.
+    """
+    try:
+        from pydantic import ValidationError
+
+        from .server import ServerSettings
+        from .server import serve as run_server
+    except ImportError as exc:
+        raise click.ClickException(
+            f"codebox serve needs the server extra: pip install 'codebox[server]' ({exc})"
+        ) from None
+    given = {k: v for k, v in options.items() if v not in (None, ())}
+    if "api_keys" in given:
+        given["api_keys"] = list(given["api_keys"])
+    try:
+        settings = ServerSettings(**given)
+        code = run_server(settings, announce=lambda line: click.echo(line))
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on the address: {exc}") from None
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
