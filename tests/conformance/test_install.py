@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from codebox import CodeBoxError
-from tests.integration.test_lifecycle import _wheel
+from tests.helpers import make_wheel as _wheel
 
 pytestmark = pytest.mark.integration
 

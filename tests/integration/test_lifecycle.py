@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import secrets
@@ -12,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -219,45 +217,6 @@ def test_eight_boxes_from_eight_threads():
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(one, range(8))) == [{str(i * 10)} for i in range(8)]
-
-
-def _wheel(tmp_path, name="codebox_probe_pkg"):
-    """A minimal pure-Python wheel, so installs need no index."""
-    path = tmp_path / f"{name}-1.0-py3-none-any.whl"
-    dist = f"{name}-1.0.dist-info"
-    files = {
-        f"{name}.py": "ANSWER = 42\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: codebox-tests\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n",
-        f"{dist}/RECORD": "",
-    }
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for arc, text in files.items():
-            zf.writestr(arc, text)
-    path.write_bytes(buf.getvalue())
-    return path
-
-
-@pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_install_uses_the_kernels_pip_and_reports_failures(tmp_path, flavour):
-    wheel = _wheel(tmp_path, f"codebox_probe_{flavour}")
-    with LocalBox() as box:
-        if flavour == "sync":
-            status = box.install(str(wheel))
-        else:
-            status = asyncio.run(box.ainstall(str(wheel)))
-        assert str(wheel) in str(status) and str(status).endswith("installed")
-        assert box.run(f"import codebox_probe_{flavour}; codebox_probe_{flavour}.ANSWER"
-                       ).content == "42"
-        with pytest.raises(CodeBoxError) as info:
-            box.install(str(tmp_path / "missing-1.0-py3-none-any.whl"))
-        assert "missing-1.0" in str(info.value)  # pip's own message
-        with pytest.raises(ValueError):
-            box.install("--index-url=http://example.invalid")
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q",
-                    f"codebox_probe_{flavour}"], check=False)
 
 
 def test_each_box_takes_its_own_settings():
