@@ -1,8 +1,8 @@
 """The ``codebox`` command.
 
-``codebox serve`` runs the CodeBox REST API server. Further subcommands join the group with
-``@main.command()`` in this module (or ``main.add_command(...)``); each imports what it
-needs inside its function, so ``codebox --help`` stays fast and works without extras.
+``codebox run FILE`` runs a script in a fresh box, ``codebox serve`` runs the CodeBox REST
+API server, ``codebox mcp`` serves MCP over stdio. Each subcommand imports what it needs
+inside its function, so ``codebox --help`` stays fast and works without extras.
 """
 
 from __future__ import annotations
@@ -72,6 +72,36 @@ def serve(**options: Any) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot listen on the address: {exc}") from None
     sys.exit(code)
+
+
+@main.command()
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--images-dir", default="codebox-images", show_default=True,
+              type=click.Path(file_okay=False), help="Folder where images (plots) are saved.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Seconds the script may run.  [default: no limit]")
+def run(file: str, images_dir: str, timeout: float | None) -> None:
+    """Run FILE (or - for stdin) in a fresh box, streaming its output as it comes.
+
+    The box is local, or remote when CODEBOX_API_KEY is set. Exits 0 when the code ran
+    through, 1 when it raised or timed out, 2 when the box itself failed.
+    """
+    from .runner import run_script
+
+    sys.exit(run_script(file, images_dir=images_dir, timeout=timeout))
+
+
+@main.command()
+def mcp() -> None:
+    """Serve MCP over stdio: run, upload, download, list_files and install on one box per
+    session."""
+    try:
+        from .mcp_server import main as serve_mcp
+    except ImportError as exc:
+        raise click.ClickException(
+            f"codebox mcp needs the mcp extra: pip install 'codebox[mcp]' ({exc})"
+        ) from None
+    serve_mcp()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""The `codebox` command: every subcommand has help; `codebox run` end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import codebox
+
+CODEBOX = shutil.which("codebox", path=os.path.dirname(sys.executable)) or "codebox"
+
+
+def cli(*args: str, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CODEBOX_API_KEY"}
+    return subprocess.run([CODEBOX, *args], input=stdin, capture_output=True, text=True,
+                          timeout=120, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["serve"], ["mcp"]])
+def test_every_command_has_help(command):
+    out = cli(*command, "--help")
+    assert out.returncode == 0 and "Usage: codebox" in out.stdout
+
+
+def test_version():
+    assert cli("--version").stdout.strip().endswith(codebox.__version__)
+
+
+@pytest.mark.integration
+def test_run_streams_output_saves_images_and_exits_nonzero_on_failure(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import matplotlib.pyplot as plt\n"
+        "print('step one')\n"
+        "plt.plot([1, 2]); plt.show()\n"
+        "1 / 0\n"
+    )
+    out = cli("run", str(script), "--images-dir", str(tmp_path / "imgs"), cwd=tmp_path)
+    assert out.returncode == 1
+    assert "step one" in out.stdout and "ZeroDivisionError" in out.stdout + out.stderr
+    assert [p.name for p in (tmp_path / "imgs").iterdir()] == ["image-1.png"]
+    ok = cli("run", "-", stdin="print(6 * 7)\n", cwd=tmp_path)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "42")
