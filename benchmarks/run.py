@@ -344,6 +344,50 @@ STOCK_ROUNDTRIP = textwrap.dedent("""
 """)
 
 
+def through_server(n: int) -> list[Figure]:
+    """`CodeBox` against `codebox serve` on loopback, beside a `LocalBox` in the same run."""
+    import secrets
+
+    from codebox import CodeBox
+
+    key = secrets.token_hex(8)
+    proc = subprocess.Popen([sys.executable, "-m", "codebox.cli", "serve", "--port", "0",
+                             "--api-key", key, "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 60
+        while "listening on http://" not in line:
+            line = proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError(f"codebox serve did not start: {line!r}")
+        url = line.split("listening on ", 1)[1].split()[0].rstrip("/") + "/api/v1"
+        remote = CodeBox(api_key=key, base_url=url)
+        with remote:
+            remote.run("1")
+            samples = []
+            for _ in range(n):
+                t = time.perf_counter()
+                remote.run("1+1")
+                samples.append(time.perf_counter() - t)
+        served = median_ms(samples)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    with LocalBox() as box:
+        box.run("1")
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            box.run("1+1")
+            samples.append(time.perf_counter() - t)
+    local = median_ms(samples)
+    return [Figure('CodeBox through `codebox serve` on loopback, run("1+1") median', served,
+                   local, "ms", "<= the LocalBox median + 3 ms", served <= local + 3,
+                   "reference: LocalBox in the same run")]
+
+
 def big_print() -> list[Figure]:
     with LocalBox() as box:
         box.run("1")
@@ -395,7 +439,8 @@ def main() -> None:
     n = 50 if args.quick else 300
     figures = [*roundtrip(n), *stock_websocket(50 if args.quick else 100),
                *first_box(1 if args.quick else 3), *further_box(5 if args.quick else 15),
-               *eight_boxes(2.0 if args.quick else 5.0), *big_print(), *transfer(100)]
+               *eight_boxes(2.0 if args.quick else 5.0), *big_print(), *transfer(100),
+               *through_server(50 if args.quick else 300)]
     rows = [("figure", "codebox", "reference", "ratio", "goal", "result")]
     for f in figures:
         ref = f"{f.reference:.2f} {f.unit}" if f.reference is not None else "-"
