@@ -81,6 +81,21 @@ def raw_jupyter_client_sync(n: int) -> list[float]:
         km.shutdown_kernel(now=True)
 
 
+async def _raw_async_once(kc: Any) -> None:
+    """One `1+1` through an async jupyter_client: until both the reply and idle arrived."""
+    msg_id = kc.execute("1+1")
+    got_reply = got_idle = False
+    while not (got_reply and got_idle):
+        if not got_idle:
+            msg = await kc.get_iopub_msg(timeout=10)
+            got_idle = (msg["parent_header"].get("msg_id") == msg_id
+                        and msg["msg_type"] == "status"
+                        and msg["content"]["execution_state"] == "idle")
+        if not got_reply:
+            reply = await kc.get_shell_msg(timeout=10)
+            got_reply = reply["parent_header"].get("msg_id") == msg_id
+
+
 async def raw_jupyter_client_async(n: int) -> list[float]:
     from jupyter_client.manager import start_new_async_kernel
 
@@ -89,17 +104,7 @@ async def raw_jupyter_client_async(n: int) -> list[float]:
         samples = []
         for _ in range(n):
             t = time.perf_counter()
-            msg_id = kc.execute("1+1")
-            got_reply = got_idle = False
-            while not (got_reply and got_idle):
-                if not got_idle:
-                    msg = await kc.get_iopub_msg(timeout=10)
-                    got_idle = (msg["parent_header"].get("msg_id") == msg_id
-                                and msg["msg_type"] == "status"
-                                and msg["content"]["execution_state"] == "idle")
-                if not got_reply:
-                    reply = await kc.get_shell_msg(timeout=10)
-                    got_reply = reply["parent_header"].get("msg_id") == msg_id
+            await _raw_async_once(kc)
             samples.append(time.perf_counter() - t)
         return samples
     finally:
@@ -149,17 +154,22 @@ def in_fresh_process(code: str) -> list[float]:
 # -- figures ---------------------------------------------------------------------------------
 
 
+def box_samples(box: Any, n: int) -> list[float]:
+    """Seconds per `run("1+1")` on a started box, after one run to warm up."""
+    box.run("1+1")
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        box.run("1+1")
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
 def roundtrip(n: int) -> list[Figure]:
     raw_sync = median_ms(raw_jupyter_client_sync(n))
     raw_async = median_ms(asyncio.run(raw_jupyter_client_async(n)))
     with LocalBox() as box:
-        box.run("1+1")
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            box.run("1+1")
-            samples.append(time.perf_counter() - t)
-        sync_ms = median_ms(samples)
+        sync_ms = median_ms(box_samples(box, n))
 
         async def async_samples() -> list[float]:
             await box.arun("1+1")
@@ -232,17 +242,7 @@ async def _raw_async_kernels(k: int, seconds: float) -> float:
         async def loop(kc: Any) -> int:
             done, end = 0, time.perf_counter() + seconds
             while time.perf_counter() < end:
-                msg_id = kc.execute("1+1")
-                idle = reply = False
-                while not (idle and reply):
-                    if not idle:
-                        m = await kc.get_iopub_msg(timeout=10)
-                        idle = (m["parent_header"].get("msg_id") == msg_id
-                                and m["msg_type"] == "status"
-                                and m["content"]["execution_state"] == "idle")
-                    if not reply:
-                        r = await kc.get_shell_msg(timeout=10)
-                        reply = r["parent_header"].get("msg_id") == msg_id
+                await _raw_async_once(kc)
                 done += 1
             return done
 
@@ -290,13 +290,7 @@ def stock_websocket(n: int) -> list[Figure]:
     """What gateway-based libraries pay: a plain websocket client on a stock gateway."""
     ms = in_fresh_process(STOCK_ROUNDTRIP.replace("N_RUNS", str(n)))[0]
     with LocalBox() as box:
-        box.run("1")
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            box.run("1+1")
-            samples.append(time.perf_counter() - t)
-    ours = median_ms(samples)
+        ours = median_ms(box_samples(box, n))
     return [Figure('run("1+1") median vs a plain websocket client on a stock gateway', ours, ms,
                    "ms", "(status quo reference)", None)]
 
@@ -365,24 +359,12 @@ def through_server(n: int) -> list[Figure]:
         url = line.split("listening on ", 1)[1].split()[0].rstrip("/") + "/api/v1"
         remote = CodeBox(api_key=key, base_url=url)
         with remote:
-            remote.run("1")
-            samples = []
-            for _ in range(n):
-                t = time.perf_counter()
-                remote.run("1+1")
-                samples.append(time.perf_counter() - t)
-        served = median_ms(samples)
+            served = median_ms(box_samples(remote, n))
     finally:
         proc.terminate()
         proc.wait(30)
     with LocalBox() as box:
-        box.run("1")
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            box.run("1+1")
-            samples.append(time.perf_counter() - t)
-    local = median_ms(samples)
+        local = median_ms(box_samples(box, n))
     return [Figure('CodeBox through `codebox serve` on loopback, run("1+1") median', served,
                    local, "ms", "<= the LocalBox median + 3 ms", served <= local + 3,
                    "reference: LocalBox in the same run")]

@@ -9,11 +9,10 @@ import zipfile
 from pathlib import Path
 
 
-def our_processes(marker: str | None = None) -> list[tuple[int, str]]:
-    """Processes (pid, command line) whose environment carries ``marker``."""
-    marker = marker or os.environ["CODEBOX_TEST_RUN"]
+def processes_with(name: str, value: str) -> list[tuple[int, str]]:
+    """Processes (pid, command line) whose environment holds ``name=value``."""
+    needle = f"{name}={value}".encode()
     found = []
-    needle = f"CODEBOX_TEST_RUN={marker}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -26,6 +25,11 @@ def our_processes(marker: str | None = None) -> list[tuple[int, str]]:
         if cmd:
             found.append((int(entry.name), cmd))
     return found
+
+
+def our_processes(marker: str | None = None) -> list[tuple[int, str]]:
+    """Processes of this test run: their environment carries ``CODEBOX_TEST_RUN``."""
+    return processes_with("CODEBOX_TEST_RUN", marker or os.environ["CODEBOX_TEST_RUN"])
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05):

@@ -10,12 +10,12 @@ parametrise.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
 import pytest
 
 from codebox import CodeBox, LocalBox
+from tests.flavour import Flavour
 from tests.server.harness import running_server
 
 SERVER_KEY = "conformance-key"
@@ -23,45 +23,7 @@ COMBINATIONS = [("local", "sync"), ("local", "async"), ("server", "sync"), ("ser
 IDS = [f"{backend}-{flavour}" for backend, flavour in COMBINATIONS]
 
 
-class Flavour:
-    """Calls ``box.name(...)`` (sync) or runs ``box.aname(...)`` to completion on this
-    flavour's own loop (async); streams come back as lists either way."""
 
-    def __init__(self, box: Any, kind: str) -> None:
-        self.box = box
-        self.kind = kind
-        self.loop = asyncio.new_event_loop() if kind == "async" else None
-
-    def __getattr__(self, name: str) -> Any:
-        if self.kind == "sync":
-            return getattr(self.box, name)
-        twin = getattr(self.box, "a" + name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = twin(*args, **kwargs)
-            if inspect.isasyncgen(result):
-                return self.wait(_collect(result))
-            return self.wait(result)
-
-        return call
-
-    def wait(self, awaitable: Any) -> Any:
-        assert self.loop is not None
-        return self.loop.run_until_complete(awaitable)
-
-    def stream(self, code: str, **kwargs: Any) -> list:
-        if self.kind == "sync":
-            return list(self.box.stream(code, **kwargs))
-        return self.wait(_collect(self.box.astream(code, **kwargs)))
-
-    def close(self) -> None:
-        self.stop()
-        if self.loop is not None:
-            self.loop.close()
-
-
-async def _collect(agen: Any) -> list:
-    return [item async for item in agen]
 
 
 @pytest.fixture(scope="package")

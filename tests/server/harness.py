@@ -19,31 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import processes_with, wait_until
 
 KEY = "key-one"
 OTHER_KEY = "key-two"
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 40.0
-
-
-def processes_with(name: str, value: str) -> list[tuple[int, str]]:
-    """Processes (pid, command line) whose environment holds ``name=value``."""
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        if cmd:
-            found.append((int(entry.name), cmd))
-    return found
 
 
 class ServerProcess:
