@@ -568,3 +568,11 @@ def test_retry_after_is_honoured_and_capped():
         5.0
     )
     assert p.after_reply("files", 1, reply(503, headers={"retry-after": "junk"})) == p.backoff(1)
+
+
+def test_install_without_a_timeout_waits_for_the_servers_own_limit():
+    caps = P.Capabilities(version="1", extensions=frozenset())
+    (req,) = P.install_requests("7", ("pandas",), caps)
+    assert req.timeout["read"] >= P.INSTALL_TIMEOUT  # not the default request timeout
+    (given,) = P.install_requests("7", ("pandas",), caps, timeout=5.0)
+    assert given.timeout["read"] == 5.0

@@ -129,6 +129,18 @@ def _all_phases(timeout: float | None) -> dict[str, float | None]:
     return {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
 
 
+INSTALL_TIMEOUT = 600.0
+"""Seconds an install may take when the caller gives no ``timeout`` (as a LocalBox's)."""
+
+
+def _install_phases(timeout: float | None) -> dict[str, float | None]:
+    # pip may work for minutes: without a timeout of the caller's, wait for the server's own
+    # limit (a LocalBox's default) rather than the default request timeout.
+    if timeout is None:
+        return {"read": INSTALL_TIMEOUT + RUN_TIMEOUT_MARGIN}
+    return _all_phases(timeout)
+
+
 def _run_phases(timeout: float | None) -> dict[str, float | None]:
     # A run may take as long as its own limit; without one, the read has no limit either.
     return {"read": None if timeout is None else timeout + RUN_TIMEOUT_MARGIN}
@@ -286,7 +298,7 @@ def install_requests(
     """``POST /codebox/{id}/install``: one request with ``package_names`` on a server with
     extensions, else one core request per package."""
     path = _session(session_id, "install")
-    phases = _all_phases(timeout)
+    phases = _install_phases(timeout)
     if caps.core_only:
         return [
             Request(
