@@ -112,7 +112,12 @@ def test_display_data_in_order_with_images_and_html():
 def test_kernel_restarting_mid_run_ends_the_execution():
     msgs = recorded("simple")[:2] + recorded("kernel_died")
     ex, _ = play(msgs, own_id(recorded("simple")))
-    assert ex.done and ex.died == "restarting"
+    assert ex.done and ex.died == "restarting" and ex.started
+
+
+def test_a_restart_before_any_message_of_ours_says_the_code_had_not_started():
+    ex, _ = play(recorded("kernel_died"), "an-execution-that-never-began")
+    assert ex.done and ex.died == "restarting" and not ex.started
 
 
 def test_starting_status_of_a_fresh_kernel_is_not_a_death():

@@ -222,6 +222,7 @@ class Execution:
         self.reply: dict[str, Any] | None = None
         self.idle = False
         self.died: str | None = None
+        self.started = False  # a message of this execution has arrived
         self.error: ExecError | None = None
         self.truncated = False
         self._text_kept = 0
@@ -240,6 +241,7 @@ class Execution:
                 if state in ("restarting", "dead"):
                     self.died = state
             return None
+        self.started = True
         kind = msg.msg_type
         content = msg.content
         if kind == "status":

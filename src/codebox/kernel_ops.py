@@ -346,10 +346,11 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
             # Gateways may restart a kernel on new ports: reconnect rather than trust the
             # old connection's channels.
             yield Disconnect()
-            return ex.output(_died(
-                "the kernel died while running this code; it was restarted and its "
-                "variables are gone" if ex.died == "restarting" else
-                "the kernel died while running this code; the next run starts a new one"))
+            when = ("while running this code" if ex.started else
+                    "before this code started (it may not have run)")
+            after = ("it was restarted and its variables are gone" if ex.died == "restarting"
+                     else "the next run starts a new one")
+            return ex.output(_died(f"the kernel died {when}; {after}"))
         return ex.output()
     return (yield from _time_out(st, cfg, ex, timeout))
 
