@@ -32,3 +32,14 @@ def no_process_left_behind():
         wait_until(lambda: not our_processes(), timeout=15)
     except AssertionError:
         pytest.fail(f"processes left behind by the tests: {our_processes()}")
+
+
+_REAL_PARTS = ("integration", "server", "conformance")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests in the folders that start real gateways, kernels and servers are `integration`
+    (select them with ``-m integration``, leave them out with ``-m "not integration"``)."""
+    for item in items:
+        if any(part in _REAL_PARTS for part in item.path.parent.parts[-1:]):
+            item.add_marker(pytest.mark.integration)

@@ -11,7 +11,6 @@ import pytest
 from codebox import LocalBox
 from tests.flavour import Flavour
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", params=["sync", "async"])
