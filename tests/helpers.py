@@ -32,6 +32,15 @@ def our_processes(marker: str | None = None) -> list[tuple[int, str]]:
     return processes_with("CODEBOX_TEST_RUN", marker or os.environ["CODEBOX_TEST_RUN"])
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05):
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,6 @@ from codebox import LocalBox
 from tests.flavour import Flavour
 
 
-
 @pytest.fixture(scope="module", params=["sync", "async"])
 def box(request):
     """A started box shared by the tests of a module, in each flavour."""

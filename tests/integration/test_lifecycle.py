@@ -18,6 +18,7 @@ import pytest
 
 from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox
 from codebox.gateway import shared_gateway
+from tests.helpers import alive as _alive
 from tests.helpers import our_processes, wait_until
 
 
@@ -75,14 +76,6 @@ def test_stop_deletes_the_kernel_and_the_last_box_ends_the_gateway():
     box.stop()
     wait_until(lambda: not _alive(int(pid)), timeout=10)
     wait_until(lambda: not _alive(gateway_pid), timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 OWNER = textwrap.dedent("""

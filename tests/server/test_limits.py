@@ -9,6 +9,7 @@ import os
 import httpx
 import pytest
 
+from tests.helpers import alive as _alive
 from tests.helpers import wait_until
 from tests.server.harness import KEY, OTHER_KEY, running_server
 
@@ -148,14 +149,6 @@ def test_idle_sessions_are_culled_and_their_kernels_deleted(tmp_path_factory):
         wait_until(lambda: api.get(f"/codebox/{busy}/").status_code == 404, timeout=30)
         wait_until(lambda: not _alive(kernel), timeout=30)
         assert api.post(f"/codebox/{busy}/run", json={"code": "1"}).status_code == 404
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_http_client_sees_413_before_sending_everything(server, session):
