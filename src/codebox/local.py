@@ -134,11 +134,14 @@ class LocalBox(BaseBox):
             chunk_size=s.chunk_size,
         )
 
+    def _use_sync(self) -> SyncDriver:
+        if self._async is not None and self._async.connected:
+            self._async.abort()  # one websocket at a time: the async one is idle now
+        return self._sync
+
     def _call(self, op: ops.Op, on_output: OnOutput | None = None) -> Any:
         with self._sync_lock:
-            if self._async is not None and self._async.connected:
-                self._async.abort()  # one websocket at a time: the async one is idle now
-            return self._sync.run(op, on_output)
+            return self._use_sync().run(op, on_output)
 
     def _driver(self) -> AsyncDriver:
         loop = asyncio.get_running_loop()
@@ -226,9 +229,7 @@ class LocalBox(BaseBox):
         op = ops.execute(self._state, self._config(), code_to_run(code, None),
                          self._run_timeout(timeout))
         with self._sync_lock:
-            if self._async is not None and self._async.connected:
-                self._async.abort()
-            yield from self._sync.steps(op)
+            yield from self._use_sync().steps(op)
 
     async def astream(
         self, code: str, *, timeout: float | None = None

@@ -106,12 +106,11 @@ def _parse(response: httpx.Response) -> tuple[int, Any]:
     return response.status_code, body
 
 
-def _check_subprotocol(ws: Any) -> None:
-    if ws.subprotocol != WS_SUBPROTOCOL:
-        raise GatewayError(
-            f"the gateway does not speak the {WS_SUBPROTOCOL} websocket protocol "
-            "(jupyter_server >= 2 is needed)"
-        )
+def _protocol_error() -> GatewayError:
+    return GatewayError(
+        f"the gateway does not speak the {WS_SUBPROTOCOL} websocket protocol "
+        "(jupyter_server >= 2 is needed)"
+    )
 
 
 class SyncDriver:
@@ -237,7 +236,9 @@ class SyncDriver:
             ws = sconnect(url, sock=sock, open_timeout=req.timeout, **options)
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
-        _check_subprotocol(ws)
+        if ws.subprotocol != WS_SUBPROTOCOL:
+            ws.close()
+            raise _protocol_error()
         self._ws, self._ws_key = ws, key
 
     def _drop_ws(self) -> None:
@@ -400,7 +401,9 @@ class AsyncDriver:
         except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
                 websockets.InvalidURI) as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
-        _check_subprotocol(ws)
+        if ws.subprotocol != WS_SUBPROTOCOL:
+            await ws.close()
+            raise _protocol_error()
         self._ws, self._ws_key = ws, key
 
     async def _drop_ws(self) -> None:
