@@ -202,7 +202,7 @@ def first_box(repeat: int) -> list[Figure]:
 
 def further_box(n: int) -> list[Figure]:
     """With a box running and the pool warm: a new box, start to first result."""
-    from codebox.gateway import shared_gateway
+    from codebox.local._gateway import shared_gateway
 
     samples = []
     with LocalBox() as first:
@@ -256,7 +256,7 @@ async def _raw_async_kernels(k: int, seconds: float) -> float:
 
 
 async def _codebox_boxes(k: int, seconds: float) -> float:
-    from codebox.gateway import shared_gateway
+    from codebox.local._gateway import shared_gateway
 
     boxes = [LocalBox() for _ in range(k)]
     await asyncio.gather(*(b.astart() for b in boxes))

@@ -2,8 +2,8 @@
 
     python examples/agent_loop.py
 
-The model gets codebox's tool definitions (`codebox.tools.tool_definitions`); each tool call
-it makes is carried out on the box by `codebox.tools.execute_tool_call`, and the formatted
+The model gets codebox's tool definitions (`codebox.integrations.tools.tool_definitions`); each tool call
+it makes is carried out on the box by `codebox.integrations.tools.execute_tool_call`, and the formatted
 result (text within a budget, errors with their traceback, plots as images) goes back to
 the model, until it answers in text.
 
@@ -27,7 +27,12 @@ from typing import Any
 import httpx
 
 from codebox import BaseBox, CodeBox
-from codebox.tools import ToolResult, execute_tool_call, to_openai_messages, tool_definitions
+from codebox.integrations.tools import (
+    ToolResult,
+    execute_tool_call,
+    to_openai_messages,
+    tool_definitions,
+)
 
 SYSTEM = (
     "You are a data analyst with a Python tool. Use the tools to compute answers; do not "

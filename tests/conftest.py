@@ -25,7 +25,7 @@ for _key in list(os.environ):
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind():
     yield
-    from codebox.gateway import shared_gateway
+    from codebox.local._gateway import shared_gateway
 
     shared_gateway.close()
     try:

@@ -21,8 +21,8 @@ from codebox import (
     LocalBox,
     OutputChunk,
 )
+from codebox._paths import check_file_name
 from codebox.errors import CodeBoxNotFoundError, CodeBoxTimeoutError
-from codebox.paths import check_file_name
 
 SYNC_METHODS = ["start", "stop", "status", "run", "stream", "upload", "download",
                 "list_files", "install", "restart", "interrupt"]

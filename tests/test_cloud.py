@@ -1,7 +1,7 @@
 """Tests of `CodeBox`, the REST client, against a mocked server (respx), in both flavours.
 
 Each test asserts what goes over the wire (method, path, headers, body), not only results.
-Retry waits are recorded by patching ``codebox.cloud._sleep``/``_asleep``, never waited.
+Retry waits are recorded by patching ``codebox.remote._box._sleep``/``_asleep``, never waited.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 import pytest
 import respx
 
-from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox, cloud
+from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox
 from codebox.errors import (
     CodeBoxAuthError,
     CodeBoxConnectionError,
@@ -27,7 +27,8 @@ from codebox.errors import (
     CodeBoxServerError,
     CodeBoxTimeoutError,
 )
-from codebox.protocol import RUN_TIMEOUT_MARGIN
+from codebox.remote import _box as cloud
+from codebox.remote._protocol import RUN_TIMEOUT_MARGIN
 from codebox.schema import CodeBoxFile, ExecError, OutputChunk
 
 BASE = "https://api.test/v1"

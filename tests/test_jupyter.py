@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codebox.jupyter import (
+from codebox.local._jupyter import (
     Execution,
     Session,
     decode_frame,

@@ -12,11 +12,11 @@ from collections import deque
 
 import pytest
 
-from codebox import kernel_ops as ops
 from codebox.errors import CodeBoxConnectionError, CodeBoxNotFoundError
-from codebox.gateway import GatewayAddress
-from codebox.jupyter import encode_frame
-from codebox.kernel_snippets import DATA_MSG_TYPE
+from codebox.local import _kernel_ops as ops
+from codebox.local._gateway import GatewayAddress
+from codebox.local._jupyter import encode_frame
+from codebox.local._snippets import DATA_MSG_TYPE
 
 
 def frame(msg_type: str, content: dict, parent: str | None, channel: str = "iopub") -> bytes:

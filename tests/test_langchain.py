@@ -11,8 +11,8 @@ from langchain_core.messages import ToolMessage  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from codebox import LocalBox  # noqa: E402
-from codebox.langchain import CodeBoxToolkit, codebox_tools  # noqa: E402
-from codebox.tools import TOOLS, ToolResult  # noqa: E402
+from codebox.integrations.langchain import CodeBoxToolkit, codebox_tools  # noqa: E402
+from codebox.integrations.tools import TOOLS, ToolResult  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The MCP server, started as `python -m codebox.mcp_server` and driven by the official MCP
+"""The MCP server, started as `python -m codebox.integrations.mcp` and driven by the official MCP
 client over stdio."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_a_session_over_stdio_gets_one_box_and_leaves_nothing_behind(tmp_path):
     # Our own marker: the server, its gateway and its kernels carry it, nothing else does.
     marker = uuid.uuid4().hex
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "codebox.mcp_server"], cwd=str(tmp_path),
+        command=sys.executable, args=["-m", "codebox.integrations.mcp"], cwd=str(tmp_path),
         env={"CODEBOX_TEST_RUN": marker, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     seen: dict = {}

@@ -1,4 +1,4 @@
-"""Unit tests of `codebox.protocol`: requests, replies, errors, retries, header parsing.
+"""Unit tests of `codebox.remote._protocol`: requests, replies, errors, retries, header parsing.
 
 Pure: no network, no httpx, no event loop.
 """
@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-from codebox import protocol as P
 from codebox.errors import (
     CodeBoxAuthError,
     CodeBoxConnectionError,
@@ -20,6 +19,7 @@ from codebox.errors import (
     CodeBoxRateLimitError,
     CodeBoxServerError,
 )
+from codebox.remote import _protocol as P
 from codebox.schema import CodeBoxFile, CodeBoxOutput, ExecError, OutputChunk
 
 CORE = P.Capabilities()

@@ -1,4 +1,4 @@
-"""`codebox.runner` (the logic of `codebox run`) on real boxes."""
+"""`codebox.cli._runner` (the logic of `codebox run`) on real boxes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codebox.runner import EXIT_BOX_ERROR, EXIT_FAILED, EXIT_OK, run_script
+from codebox.cli._runner import EXIT_BOX_ERROR, EXIT_FAILED, EXIT_OK, run_script
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""`codebox.tools`: definitions, call parsing and result formatting (pure, on built
+"""`codebox.integrations.tools`: definitions, call parsing and result formatting (pure, on built
 outputs), then real tool calls on a LocalBox, sync and async."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from codebox import CodeBoxFile, CodeBoxOutput, ExecError, LocalBox, OutputChunk
-from codebox.tools import (
+from codebox.integrations.tools import (
     TOOLS,
     ToolCall,
     ToolResult,
@@ -219,7 +219,7 @@ def test_files_are_shown_as_text_image_or_described():
 
 
 def test_results_become_vendor_messages():
-    from codebox.tools import ToolImage
+    from codebox.integrations.tools import ToolImage
 
     a = ToolResult(text="plot", images=[ToolImage(PNG)], tool_call_id="c1", format="anthropic")
     b = ToolResult(text="Oops", is_error=True, tool_call_id="c2")

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 from .base import BaseBox
-from .cloud import CodeBox
 from .errors import CodeBoxError
 from .local import LocalBox
+from .remote import CodeBox
 from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
 from .settings import CodeBoxSettings
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox
-from codebox.gateway import shared_gateway
+from codebox.local._gateway import shared_gateway
 from tests.helpers import alive as _alive
 from tests.helpers import our_processes, wait_until
 
@@ -81,7 +81,7 @@ def test_stop_deletes_the_kernel_and_the_last_box_ends_the_gateway():
 OWNER = textwrap.dedent("""
     import sys
     from codebox import LocalBox
-    from codebox.gateway import shared_gateway
+    from codebox.local._gateway import shared_gateway
     box = LocalBox()
     kernel_pid = box.run("import os; os.getpid()").content
     print(shared_gateway.pid, kernel_pid, shared_gateway._process.url,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from codebox import CodeBoxSettings, LocalBox
-from codebox.gateway import shared_gateway
+from codebox.local._gateway import shared_gateway
 from tests.helpers import our_processes, wait_until
 
 

@@ -1,4 +1,4 @@
-"""``codebox serve``: the CodeBox REST API server (PROTOCOL.md), on FastAPI and uvicorn.
+"""``codebox serve``: the CodeBox REST API server (docs/protocol.md), on FastAPI and uvicorn.
 
 Each session is a `codebox.LocalBox` with a kernel of its own, on one Kernel Gateway the
 server spawns (or an existing one, ``gateway_url``). Needs the ``server`` extra:

@@ -1,4 +1,4 @@
-"""The request and answer bodies of the REST API (see PROTOCOL.md), for validation and for
+"""The request and answer bodies of the REST API (see docs/protocol.md), for validation and for
 the OpenAPI document. Run results are `codebox.CodeBoxOutput` itself."""
 
 from __future__ import annotations

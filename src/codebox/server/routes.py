@@ -1,4 +1,4 @@
-"""The endpoints of the CodeBox REST API, version 1 (PROTOCOL.md: the core and every
+"""The endpoints of the CodeBox REST API, version 1 (docs/protocol.md: the core and every
 extension), mounted under ``/api/v1``."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from .. import __version__, protocol
+from .. import __version__
+from .._paths import check_file_name
 from ..errors import CodeBoxError
-from ..paths import check_file_name
+from ..remote import _protocol as protocol
 from ..schema import CodeBoxOutput
 from . import models
 from .auth import Owner

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from ..gateway import shared_gateway
+from ..local._gateway import shared_gateway
 from .app import API_PREFIX, create_app
 from .settings import ServerSettings
 

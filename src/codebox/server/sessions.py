@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CodeBoxError
-from ..gateway import shared_gateway
 from ..local import LocalBox
+from ..local._gateway import shared_gateway
 from ..settings import CodeBoxSettings
 from .settings import ServerSettings
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from ..errors import CodeBoxError
 
 FIELD = "file"
-"""The name of the multipart part that carries the file (PROTOCOL.md)."""
+"""The name of the multipart part that carries the file (docs/protocol.md)."""
 
 ENVELOPE = 64 * 1024
 """Bytes a multipart body may hold beyond its file: boundaries, part headers, names."""

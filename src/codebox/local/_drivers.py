@@ -1,4 +1,4 @@
-"""The two drivers that carry out the I/O requests of `codebox.kernel_ops`: `SyncDriver`
+"""The two drivers that carry out the I/O requests of `_kernel_ops`: `SyncDriver`
 (httpx.Client, websockets' threading client) and `AsyncDriver` (httpx.AsyncClient,
 websockets' asyncio client). They convert every transport failure into a `CodeBoxError`
 here, in one place, and throw it into the operation at the request that failed."""
@@ -19,7 +19,8 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import ClientConnection as SyncConnection
 from websockets.sync.client import connect as sconnect
 
-from .errors import (
+from .._tls import verify_for
+from ..errors import (
     CodeBoxAuthError,
     CodeBoxConnectionError,
     CodeBoxError,
@@ -27,9 +28,9 @@ from .errors import (
     CodeBoxTimeoutError,
     GatewayError,
 )
-from .gateway import GatewayAddress
-from .jupyter import WS_SUBPROTOCOL
-from .kernel_ops import (
+from ._gateway import GatewayAddress
+from ._jupyter import WS_SUBPROTOCOL
+from ._kernel_ops import (
     Connect,
     Disconnect,
     Emit,
@@ -41,7 +42,6 @@ from .kernel_ops import (
     Send,
     StreamAbandoned,
 )
-from .tls import verify_for
 
 GatewaySource = Callable[[], GatewayAddress]
 

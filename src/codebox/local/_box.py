@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import kernel_ops as ops
-from .base import BaseBox, Content, OnOutput, code_to_run
-from .errors import CodeBoxError
-from .gateway import GatewayAddress, shared_gateway
-from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
-from .settings import CodeBoxSettings
-from .transport import AsyncDriver, Done, SyncDriver
+from ..base import BaseBox, Content, OnOutput, code_to_run
+from ..errors import CodeBoxError
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from ..settings import CodeBoxSettings
+from . import _kernel_ops as ops
+from ._drivers import AsyncDriver, Done, SyncDriver
+from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
 

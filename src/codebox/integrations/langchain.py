@@ -28,8 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "codebox's LangChain tools need langchain-core: pip install 'codebox[langchain]'"
     ) from exc
 
-from .base import BaseBox
-from .cloud import CodeBox
+from ..base import BaseBox
+from ..remote import CodeBox
 from .tools import (
     DEFAULT_MAX_CHARS,
     DOWNLOAD_FILE,

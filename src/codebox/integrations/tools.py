@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .base import BaseBox
-from .errors import CodeBoxError
-from .schema import CodeBoxFile, CodeBoxOutput
+from ..base import BaseBox
+from ..errors import CodeBoxError
+from ..schema import CodeBoxFile, CodeBoxOutput
 
 logger = logging.getLogger(__name__)
 

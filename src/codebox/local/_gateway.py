@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import GatewayError
+from ..settings import CodeBoxSettings
 from ._gateway_app import READY
-from .errors import GatewayError
-from .settings import CodeBoxSettings
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ right `CodeBoxError`, decides which failures are retried and how long to wait, a
 what the server sends back (capabilities, ``Content-Disposition``, NDJSON stream lines).
 `codebox.cloud` does the sending, once for blocking code and once for coroutines.
 
-See ``PROTOCOL.md`` for the wire format this module speaks.
+See ``docs/protocol.md`` for the wire format this module speaks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from .errors import (
+from .._paths import check_file_name
+from ..errors import (
     CodeBoxAuthError,
     CodeBoxConnectionError,
     CodeBoxError,
@@ -31,8 +32,7 @@ from .errors import (
     CodeBoxRateLimitError,
     CodeBoxServerError,
 )
-from .paths import check_file_name
-from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
 
 logger = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "pip install 'codebox[mcp]'"
     ) from exc
 
-from . import __version__
-from .base import BaseBox
-from .cloud import CodeBox
-from .errors import CodeBoxError
-from .settings import CodeBoxSettings
+from .. import __version__
+from ..base import BaseBox
+from ..errors import CodeBoxError
+from ..remote import CodeBox
+from ..settings import CodeBoxSettings
 from .tools import (
     DEFAULT_MAX_CHARS,
     DOWNLOAD_FILE,
@@ -197,7 +197,7 @@ def serve_stdio(
 
 
 def main() -> None:
-    """Entry point of ``codebox mcp`` (and ``python -m codebox.mcp_server``): logs to stderr
+    """Entry point of ``codebox mcp`` (and ``python -m codebox.integrations.mcp``): logs to stderr
     (stdout carries the protocol) and serves one session over stdio."""
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"

@@ -4,7 +4,7 @@ The box is a `LocalBox`, or a box on a CodeBox server when ``CODEBOX_API_KEY`` i
 (`CodeBox` decides). Text goes to this process's stdout and stderr as the kernel produces
 it; images are saved as PNG files in a folder; a failure of the script prints its
 traceback and gives a non-zero exit code. This module is the command's logic; the command
-line itself (``cli.py``) only parses arguments and calls `run_script`.
+line itself (``codebox.cli``) only parses arguments and calls `run_script`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .cloud import CodeBox
-from .errors import CodeBoxError
-from .schema import CodeBoxOutput, OutputChunk
-from .settings import CodeBoxSettings
+from ..errors import CodeBoxError
+from ..remote import CodeBox
+from ..schema import CodeBoxOutput, OutputChunk
+from ..settings import CodeBoxSettings
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import protocol as P
-from .base import BaseBox, Content, OnOutput, code_to_run
-from .errors import CodeBoxConnectionError, CodeBoxError, CodeBoxTimeoutError
-from .local import LocalBox
-from .paths import check_file_name
-from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
-from .settings import CodeBoxSettings
-from .tls import verify_for
+from .._paths import check_file_name
+from .._tls import verify_for
+from ..base import BaseBox, Content, OnOutput, code_to_run
+from ..errors import CodeBoxConnectionError, CodeBoxError, CodeBoxTimeoutError
+from ..local import LocalBox
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from ..settings import CodeBoxSettings
+from . import _protocol as P
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _resolve(
 
 
 class CodeBox(BaseBox):
-    """A box on a CodeBox REST API server (see ``PROTOCOL.md``); without a key, a `LocalBox`.
+    """A box on a CodeBox REST API server (see ``docs/protocol.md``); without a key, a `LocalBox`.
 
     The session starts with `start` (or lazily, with the first other operation) and its id
     is `session_id`, the server's integer id in decimal. Extensions (rich results,

@@ -17,8 +17,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import jupyter
-from .errors import (
+from .._paths import check_file_name
+from ..errors import (
     CodeBoxAuthError,
     CodeBoxConnectionError,
     CodeBoxError,
@@ -27,11 +27,11 @@ from .errors import (
     GatewayError,
     KernelDiedError,
 )
-from .gateway import GatewayAddress
-from .jupyter import Execution, Message, decode_frame
-from .kernel_snippets import DATA_MSG_TYPE, snippet
-from .paths import check_file_name
-from .schema import CodeBoxFile, CodeBoxStatus, ExecError, OutputChunk
+from ..schema import CodeBoxFile, CodeBoxStatus, ExecError, OutputChunk
+from . import _jupyter as jupyter
+from ._gateway import GatewayAddress
+from ._jupyter import Execution, Message, decode_frame
+from ._snippets import DATA_MSG_TYPE, snippet
 
 # -- the I/O requests --------------------------------------------------------------------
 

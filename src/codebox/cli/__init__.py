@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from .. import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,8 +53,8 @@ def serve(**options: Any) -> None:
     try:
         from pydantic import ValidationError
 
-        from .server import ServerSettings
-        from .server import serve as run_server
+        from ..server import ServerSettings
+        from ..server import serve as run_server
     except ImportError as exc:
         raise click.ClickException(
             f"codebox serve needs the server extra: pip install 'codebox[server]' ({exc})"
@@ -86,7 +86,7 @@ def run(file: str, images_dir: str, timeout: float | None) -> None:
     The box is local, or remote when CODEBOX_API_KEY is set. Exits 0 when the code ran
     through, 1 when it raised or timed out, 2 when the box itself failed.
     """
-    from .runner import run_script
+    from ._runner import run_script
 
     sys.exit(run_script(file, images_dir=images_dir, timeout=timeout))
 
@@ -96,13 +96,10 @@ def mcp() -> None:
     """Serve MCP over stdio: run, upload, download, list_files and install on one box per
     session."""
     try:
-        from .mcp_server import main as serve_mcp
+        from ..integrations.mcp import main as serve_mcp
     except ImportError as exc:
         raise click.ClickException(
             f"codebox mcp needs the mcp extra: pip install 'codebox[mcp]' ({exc})"
         ) from None
     serve_mcp()
 
-
-if __name__ == "__main__":
-    main()

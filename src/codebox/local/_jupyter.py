@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .schema import CodeBoxOutput, ExecError, OutputChunk
+from ..schema import CodeBoxOutput, ExecError, OutputChunk
 
 WS_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 PROTOCOL_VERSION = "5.3"

@@ -1,0 +1,5 @@
+"""``python -m codebox.cli``: the same as the ``codebox`` command."""
+
+from . import main
+
+main()
