@@ -45,11 +45,19 @@ def test_exports_are_complete_sorted_and_read_as_codebox():
 def test_every_sync_method_has_an_async_twin_with_the_same_parameters(cls, name):
     sync, twin = getattr(cls, name), getattr(cls, "a" + name)
     assert inspect.signature(sync).parameters == inspect.signature(twin).parameters
-    if name == "stream":
-        assert inspect.isasyncgenfunction(twin) or cls is BaseBox
+    if name == "stream":  # a stream object: an (async) iterator and context manager
+        ret = inspect.signature(twin).return_annotation
+        assert ret == "AsyncChunkStream", ret
+        assert inspect.signature(sync).return_annotation == "ChunkStream"
     else:
         assert inspect.iscoroutinefunction(twin)
     assert not inspect.iscoroutinefunction(sync)
+
+
+@pytest.mark.parametrize("cls", [BaseBox, LocalBox, CodeBox])
+def test_every_box_closes(cls):
+    assert not inspect.iscoroutinefunction(cls.close)
+    assert inspect.iscoroutinefunction(cls.aclose)
 
 
 def test_settings_read_env_and_dotenv(monkeypatch, tmp_path):

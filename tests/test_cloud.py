@@ -1,7 +1,7 @@
 """Tests of `CodeBox`, the REST client, against a mocked server (respx), in both flavours.
 
 Each test asserts what goes over the wire (method, path, headers, body), not only results.
-Retry waits are recorded by patching ``codebox.remote._box._sleep``/``_asleep``, never waited.
+Retry waits are recorded by patching ``codebox.remote._drivers._sleep``/``_asleep``, never waited.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from codebox.errors import (
     CodeBoxServerError,
     CodeBoxTimeoutError,
 )
-from codebox.remote import _box as cloud
-from codebox.remote._protocol import RUN_TIMEOUT_MARGIN
+from codebox.remote import _drivers as cloud
+from codebox.remote._requests import RUN_TIMEOUT_MARGIN
 from codebox.schema import CodeBoxFile, ExecError, OutputChunk
 
 BASE = "https://api.test/v1"
@@ -232,13 +232,13 @@ def test_context_managers_start_stop_and_close_the_clients(api):
     stop = api.post("/codebox/42/stop").respond(json={"status": "stopped"})
     with make_box() as box:
         box.list_files()
-        client = box._client
+        client = box._sync.client
     assert stop.call_count == 1 and client.is_closed
 
     async def main():
         async with make_box() as abox:
             await abox.alist_files()
-            return abox._aclient
+            return abox._async.client
 
     assert asyncio.run(main()).is_closed
     assert stop.call_count == 2
@@ -249,7 +249,7 @@ def test_stop_closes_the_client_even_when_the_server_fails(api):
     api.get("/codebox/42/files").respond(json={"files": []})
     box = make_box(session_id=42)
     box.list_files()
-    client = box._client
+    client = box._sync.client
     with pytest.raises(CodeBoxServerError):
         box.stop()
     assert client.is_closed
@@ -262,15 +262,29 @@ def test_close_and_aclose_release_the_clients(api):
 
     async def use_then_close():
         await box.alist_files()
-        aclient = box._aclient
+        aclient = box._async.client
         await box.aclose()
         return aclient
 
-    client = box._client
+    client = box._sync.client
     assert asyncio.run(use_then_close()).is_closed and client.is_closed
     box.list_files()  # a new client is made when needed
     box.close()
-    assert box._client is None
+    assert box._sync.client is None
+
+
+def test_sync_stop_closes_the_async_client_too(api):
+    api.get("/codebox/42/files").respond(json={"files": []})
+    api.post("/codebox/42/stop").respond(json={"status": "stopped"})
+    box = make_box(session_id=42)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(box.alist_files())
+        aclient = box._async.client
+        assert box.stop() == "stopped"
+        assert aclient.is_closed and box._async is None
+    finally:
+        loop.close()
 
 
 def test_the_async_client_follows_the_event_loop(api):
@@ -280,9 +294,9 @@ def test_the_async_client_follows_the_event_loop(api):
 
     async def use():
         await box.alist_files()
-        clients.append(box._aclient)
+        clients.append(box._async.client)
         await box.alist_files()
-        clients.append(box._aclient)
+        clients.append(box._async.client)
 
     asyncio.run(use())
     asyncio.run(use())
@@ -517,7 +531,7 @@ def test_leaving_a_stream_early_interrupts_the_run(api, flavour):
 def test_interrupt_where_offered(api, flavour):
     serve(api, ["interrupt"])
     route = api.post("/codebox/42/interrupt").respond(json={"status": "interrupted"})
-    assert call(make_box(), flavour, "interrupt") == "interrupted"
+    assert call(make_box(session_id=42), flavour, "interrupt") == "interrupted"
     assert (sent(route).method, sent(route).url.path) == ("POST", "/v1/codebox/42/interrupt")
     assert_auth(sent(route))
 
@@ -526,8 +540,15 @@ def test_interrupt_on_a_server_without_it_says_so_and_sends_nothing(api, flavour
     start = serve(api, ["rich-run"])
     route = api.post("/codebox/42/interrupt")
     with pytest.raises(CodeBoxError, match="does not support interrupt"):
-        call(make_box(), flavour, "interrupt")
+        call(make_box(session_id=42), flavour, "interrupt")
     assert not route.called and not start.called
+
+
+def test_interrupt_without_a_session_sends_nothing_and_starts_nothing(api, flavour):
+    start = serve(api, ALL_EXTENSIONS)
+    box = make_box()
+    assert call(box, flavour, "interrupt") == "stopped"
+    assert not api.calls and not start.called and box.session_id is None
 
 
 def test_restart(api, flavour):

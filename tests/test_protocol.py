@@ -19,19 +19,23 @@ from codebox.errors import (
     CodeBoxRateLimitError,
     CodeBoxServerError,
 )
-from codebox.remote import _protocol as P
-from codebox.schema import CodeBoxFile, CodeBoxOutput, ExecError, OutputChunk
+from codebox.remote import _disposition as disposition
+from codebox.remote import _ndjson as ndjson
+from codebox.remote import _replies as replies
+from codebox.remote import _requests as requests
+from codebox.remote import _retry as retry
+from codebox.schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
 
-CORE = P.Capabilities()
-RICH = P.Capabilities(
-    version="1.0", extensions=frozenset({P.RICH_RUN, P.STREAM, P.INTERRUPT}), core_only=False
+CORE = replies.Capabilities()
+RICH = replies.Capabilities(
+    version="1.0", extensions=frozenset({replies.RICH_RUN, replies.STREAM, replies.INTERRUPT}), core_only=False
 )
-EXTENDED_NO_RICH = P.Capabilities(version="1.0", extensions=frozenset(), core_only=False)
+EXTENDED_NO_RICH = replies.Capabilities(version="1.0", extensions=frozenset(), core_only=False)
 
 
 def reply(status: int = 200, body: object = None, headers: dict | None = None, raw=None):
     content = raw if raw is not None else json.dumps(body).encode() if body is not None else b""
-    return P.Reply(status, headers or {}, content)
+    return replies.Reply(status, headers or {}, content)
 
 
 # -- session ids ----------------------------------------------------------------------
@@ -42,61 +46,61 @@ def reply(status: int = 200, body: object = None, headers: dict | None = None, r
     [42, "42", " 42 ", uuid.UUID(int=42), str(uuid.UUID(int=42)), uuid.UUID(int=42).hex],
 )
 def test_session_id_of_accepts_int_decimal_and_uuid(value):
-    assert P.session_id_of(value) == "42"
+    assert replies.session_id_of(value) == "42"
 
 
 @pytest.mark.parametrize("value", ["abc", "", "-1", -1, True, 1.5, None, "4 2", "٤٢"])
 def test_session_id_of_rejects_others(value):
     with pytest.raises(ValueError):
-        P.session_id_of(value)
+        replies.session_id_of(value)
 
 
 # -- requests -------------------------------------------------------------------------
 
 
 def test_start_and_status_requests():
-    start = P.start_request()
+    start = requests.start_request()
     assert (start.op, start.method, start.path) == ("start", "GET", "/codebox/start")
-    status = P.status_request("7")
+    status = requests.status_request("7")
     assert (status.op, status.method, status.path) == ("status", "GET", "/codebox/7/")
     assert status.json is None and status.params is None
 
 
 def test_capabilities_request_treats_404_as_core_only():
-    req = P.capabilities_request()
+    req = requests.capabilities_request()
     assert (req.method, req.path) == ("GET", "/codebox/capabilities")
     caps = req.interpret(reply(404, {"detail": "Not Found"}))
-    assert caps == P.Capabilities() and caps.core_only
+    assert caps == replies.Capabilities() and caps.core_only
     with pytest.raises(CodeBoxServerError):
         req.interpret(reply(500, {"detail": "boom"}))
 
 
 def test_run_request_core_sends_only_code_and_waits_past_the_timeout():
-    req = P.run_request("7", "print(1)", 10.0, CORE)
+    req = requests.run_request("7", "print(1)", 10.0, CORE)
     assert (req.op, req.method, req.path) == ("run", "POST", "/codebox/7/run")
     assert req.json == {"code": "print(1)"}
-    assert req.timeout == {"read": 10.0 + P.RUN_TIMEOUT_MARGIN}
+    assert req.timeout == {"read": 10.0 + requests.RUN_TIMEOUT_MARGIN}
 
 
 def test_run_request_without_timeout_has_no_read_limit():
-    assert P.run_request("7", "x", None, RICH).timeout == {"read": None}
-    assert P.run_request("7", "x", None, RICH).json == {"code": "x"}
+    assert requests.run_request("7", "x", None, RICH).timeout == {"read": None}
+    assert requests.run_request("7", "x", None, RICH).json == {"code": "x"}
 
 
 def test_run_request_sends_timeout_where_the_server_has_rich_run():
-    req = P.run_request("7", "x", 2.5, RICH)
+    req = requests.run_request("7", "x", 2.5, RICH)
     assert req.json == {"code": "x", "timeout": 2.5}
 
 
 def test_stream_request():
-    req = P.stream_request("7", "x", 3.0, RICH)
+    req = requests.stream_request("7", "x", 3.0, RICH)
     assert (req.op, req.method, req.path) == ("run", "POST", "/codebox/7/run/stream")
     assert req.json == {"code": "x", "timeout": 3.0}
-    assert req.timeout == {"read": 3.0 + P.RUN_TIMEOUT_MARGIN}
+    assert req.timeout == {"read": 3.0 + requests.RUN_TIMEOUT_MARGIN}
 
 
 def test_upload_request_is_one_multipart_part_named_file():
-    req = P.upload_request("7", "data/x.csv", b"a,b\n", timeout=4.0)
+    req = requests.upload_request("7", "data/x.csv", b"a,b\n", timeout=4.0)
     assert (req.op, req.method, req.path) == ("upload", "POST", "/codebox/7/upload")
     assert req.files == {"file": ("data/x.csv", b"a,b\n", "application/octet-stream")}
     assert req.timeout == {"connect": 4.0, "read": 4.0, "write": 4.0, "pool": 4.0}
@@ -114,22 +118,22 @@ def test_upload_request_is_one_multipart_part_named_file():
     ],
 )
 def test_prepare_upload_converts_content(content, expected):
-    assert P.prepare_upload("a//b.txt", content) == ("a/b.txt", expected)
+    assert requests.prepare_upload("a//b.txt", content) == ("a/b.txt", expected)
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "a\x00b", ""])
 def test_prepare_upload_rejects_bad_names(name):
     with pytest.raises(CodeBoxError):
-        P.prepare_upload(name, b"x")
+        requests.prepare_upload(name, b"x")
 
 
 def test_prepare_upload_rejects_other_content():
     with pytest.raises(ValueError):
-        P.prepare_upload("x.txt", 12)
+        requests.prepare_upload("x.txt", 12)
 
 
 def test_download_request_sends_body_and_query():
-    req = P.download_request("7", "data/x.csv")
+    req = requests.download_request("7", "data/x.csv")
     assert (req.op, req.method, req.path) == ("download", "GET", "/codebox/7/download")
     assert req.json == {"file_name": "data/x.csv"}
     assert req.params == {"file_name": "data/x.csv"}
@@ -147,7 +151,7 @@ def test_download_request_sends_body_and_query():
     ],
 )
 def test_download_names_the_file_from_content_disposition(disposition, name):
-    req = P.download_request("7", "data/x.csv")
+    req = requests.download_request("7", "data/x.csv")
     headers = {"content-disposition": disposition} if disposition else {}
     result = req.interpret(reply(200, headers=headers, raw=b"\x00\x01"))
     assert result.name == name
@@ -155,7 +159,7 @@ def test_download_names_the_file_from_content_disposition(disposition, name):
 
 
 def test_install_requests_core_one_per_package():
-    reqs = P.install_requests("7", ("numpy", "pandas"), CORE)
+    reqs = requests.install_requests("7", ("numpy", "pandas"), CORE)
     assert [(r.op, r.method, r.path) for r in reqs] == [
         ("install", "POST", "/codebox/7/install")
     ] * 2
@@ -163,16 +167,16 @@ def test_install_requests_core_one_per_package():
 
 
 def test_install_request_with_extensions_carries_package_names():
-    (req,) = P.install_requests("7", ("numpy", "pandas"), EXTENDED_NO_RICH, timeout=100.0)
+    (req,) = requests.install_requests("7", ("numpy", "pandas"), EXTENDED_NO_RICH, timeout=100.0)
     assert req.json == {"package_name": "numpy pandas", "package_names": ["numpy", "pandas"]}
     assert req.timeout["read"] == 100.0
 
 
 def test_install_status_is_the_servers_or_names_the_package():
-    (req,) = P.install_requests("7", ("numpy",), CORE)
+    (req,) = requests.install_requests("7", ("numpy",), CORE)
     assert req.interpret(reply(200, {"status": "numpy installed"})) == "numpy installed"
     assert req.interpret(reply(200, raw=b"ok")) == "numpy installed"
-    assert P.join_statuses([P.CodeBoxStatus(status="a ok"), P.CodeBoxStatus(status="b ok")]) == (
+    assert requests.join_statuses([CodeBoxStatus(status="a ok"), CodeBoxStatus(status="b ok")]) == (
         "a ok; b ok"
     )
 
@@ -180,15 +184,15 @@ def test_install_status_is_the_servers_or_names_the_package():
 @pytest.mark.parametrize("names", [(), ("",), ("  ",), (3,), ("--index-url=http://x",)])
 def test_check_package_names_rejects(names):
     with pytest.raises(ValueError):
-        P.check_package_names(names)
+        requests.check_package_names(names)
 
 
 def test_session_requests_paths():
     cases = [
-        (P.files_request("7"), "files", "GET", "/codebox/7/files"),
-        (P.restart_request("7"), "restart", "POST", "/codebox/7/restart"),
-        (P.stop_request("7"), "stop", "POST", "/codebox/7/stop"),
-        (P.interrupt_request("7"), "interrupt", "POST", "/codebox/7/interrupt"),
+        (requests.files_request("7"), "files", "GET", "/codebox/7/files"),
+        (requests.restart_request("7"), "restart", "POST", "/codebox/7/restart"),
+        (requests.stop_request("7"), "stop", "POST", "/codebox/7/stop"),
+        (requests.interrupt_request("7"), "interrupt", "POST", "/codebox/7/interrupt"),
     ]
     for req, op, method, path in cases:
         assert (req.op, req.method, req.path) == (op, method, path)
@@ -196,44 +200,44 @@ def test_session_requests_paths():
 
 
 def test_restart_stop_interrupt_results():
-    assert P.restart_request("7").interpret(reply(200, {"status": "ok"})) == "restarted"
-    assert P.stop_request("7").interpret(reply(200, {"status": "stopped"})) == "stopped"
-    assert P.stop_request("7").interpret(reply(404, {"detail": "gone"})) == "stopped"
-    assert P.interrupt_request("7").interpret(reply(200, {"status": "interrupted"})) == (
+    assert requests.restart_request("7").interpret(reply(200, {"status": "ok"})) == "restarted"
+    assert requests.stop_request("7").interpret(reply(200, {"status": "stopped"})) == "stopped"
+    assert requests.stop_request("7").interpret(reply(404, {"detail": "gone"})) == "stopped"
+    assert requests.interrupt_request("7").interpret(reply(200, {"status": "interrupted"})) == (
         "interrupted"
     )
 
 
 def test_require_names_the_operation():
-    P.require(RICH, P.INTERRUPT, "interrupt")
+    replies.require(RICH, replies.INTERRUPT, "interrupt")
     with pytest.raises(CodeBoxError, match="does not support interrupt"):
-        P.require(CORE, P.INTERRUPT, "interrupt")
+        replies.require(CORE, replies.INTERRUPT, "interrupt")
 
 
 # -- replies --------------------------------------------------------------------------
 
 
 def test_start_reply_gives_the_decimal_id():
-    assert P.start_request().interpret(reply(200, {"id": 123})) == "123"
+    assert requests.start_request().interpret(reply(200, {"id": 123})) == "123"
 
 
 @pytest.mark.parametrize("body", [{}, {"id": None}, {"id": True}, {"id": 1.5}, {"id": "x"}, [1]])
 def test_start_reply_without_an_id_is_an_error(body):
     with pytest.raises(CodeBoxError, match="start"):
-        P.start_request().interpret(reply(200, body))
+        requests.start_request().interpret(reply(200, body))
 
 
 def test_success_that_is_not_json_is_an_error_carrying_the_text():
     with pytest.raises(CodeBoxError) as info:
-        P.status_request("7").interpret(reply(200, raw=b"<html>proxy</html>"))
+        requests.status_request("7").interpret(reply(200, raw=b"<html>proxy</html>"))
     assert info.value.json_body == "<html>proxy</html>"
     assert "not JSON" in str(info.value)
 
 
 def test_status_reply():
-    assert P.status_request("7").interpret(reply(200, {"status": "running"})) == "running"
+    assert requests.status_request("7").interpret(reply(200, {"status": "running"})) == "running"
     with pytest.raises(CodeBoxError):
-        P.status_request("7").interpret(reply(200, {"state": "running"}))
+        requests.status_request("7").interpret(reply(200, {"state": "running"}))
 
 
 @pytest.mark.parametrize(
@@ -255,7 +259,7 @@ def test_status_reply():
     ],
 )
 def test_error_for_each_status(status, cls):
-    err = P.error_for("run in session 7", reply(status, {"detail": "it broke"}, {"x-id": "1"}))
+    err = replies.error_for("run in session 7", reply(status, {"detail": "it broke"}, {"x-id": "1"}))
     assert type(err) is cls
     assert err.http_status == status
     assert err.json_body == {"detail": "it broke"}
@@ -265,63 +269,63 @@ def test_error_for_each_status(status, cls):
 
 
 def test_error_for_a_text_body_keeps_the_text():
-    err = P.error_for("start", reply(502, raw=b"Bad Gateway from nginx"))
+    err = replies.error_for("start", reply(502, raw=b"Bad Gateway from nginx"))
     assert err.json_body == "Bad Gateway from nginx"
     assert "Bad Gateway from nginx" in str(err)
 
 
 def test_error_for_an_empty_body_still_says_something():
-    err = P.error_for("start", reply(500, raw=b""))
+    err = replies.error_for("start", reply(500, raw=b""))
     assert err.json_body == ""
     assert "HTTP 500 with no detail" in str(err)
 
 
 def test_error_for_fastapi_validation_errors():
     body = {"detail": [{"loc": ["body", "code"], "msg": "field required", "type": "missing"}]}
-    err = P.error_for("run", reply(422, body))
+    err = replies.error_for("run", reply(422, body))
     assert "body.code: field required" in str(err)
 
 
 def test_error_for_a_body_without_detail_and_a_long_detail():
-    err = P.error_for("start", reply(500, {"error": "x"}))
+    err = replies.error_for("start", reply(500, {"error": "x"}))
     assert '{"error": "x"}' in str(err)
-    long = P.error_for("start", reply(500, {"detail": "y" * 5000}))
+    long = replies.error_for("start", reply(500, {"detail": "y" * 5000}))
     assert len(str(long)) < 700
 
 
 def test_error_not_found_is_a_file_not_found_error():
-    err = P.download_request("7", "x").interpret
+    err = requests.download_request("7", "x").interpret
     with pytest.raises(FileNotFoundError):
         err(reply(404, {"detail": "no such file"}))
 
 
 def test_decode_body():
-    assert P.decode_body(b'{"a": 1}') == {"a": 1}
-    assert P.decode_body(b"plain") == "plain"
-    assert P.decode_body(b"\xff") == "\ufffd"
+    assert replies.decode_body(b'{"a": 1}') == {"a": 1}
+    assert replies.decode_body(b"plain") == "plain"
+    assert replies.decode_body(b"\xff") == "\ufffd"
 
 
 def test_parse_capabilities():
-    caps = P.parse_capabilities(reply(200, {"version": "2.1", "extensions": ["stream", 3]}))
-    assert caps == P.Capabilities(version="2.1", extensions=frozenset({"stream"}), core_only=False)
+    caps = replies.parse_capabilities(reply(200, {"version": "2.1", "extensions": ["stream", 3]}))
+    assert caps == replies.Capabilities(version="2.1", extensions=frozenset({"stream"}), core_only=False)
     assert caps.has("stream") and not caps.has("interrupt")
-    assert P.parse_capabilities(reply(200, raw=b"<html>")).core_only
-    assert P.parse_capabilities(reply(200, {"extensions": "stream"})).core_only
+    assert replies.parse_capabilities(reply(200, raw=b"<html>")).core_only
+    assert replies.parse_capabilities(reply(200, {"extensions": "stream"})).core_only
 
 
 def test_parse_run_core_text():
-    out = P.parse_run({"type": "text", "content": "2\n"}, rich=False)
+    out = replies.parse_run({"type": "text", "content": "2\n"}, rich=False)
     assert out.chunks == [OutputChunk(type="text", content="2\n")]
     assert (out.type, out.content, out.error, out.images) == ("text", "2\n", None, [])
 
 
 def test_parse_run_core_empty_text_has_no_chunk():
-    out = P.parse_run({"type": "text", "content": ""}, rich=False)
+    out = replies.parse_run({"type": "text", "content": ""}, rich=False)
     assert (out.type, out.content, out.chunks) == ("text", "", [])
 
 
 def test_parse_run_core_image():
-    out = P.parse_run({"type": "image/png", "content": "iVBOR"}, rich=False)
+    out = replies.parse_run({"type": "image/png", "content": "iVBOR"}, rich=False)
     assert out.chunks == [OutputChunk(type="image/png", content="iVBOR")]
     assert (out.type, out.content, out.images) == ("image/png", "iVBOR", ["iVBOR"])
 
@@ -337,14 +341,14 @@ def test_parse_run_core_image():
     ],
 )
 def test_parse_run_core_error(content, name, value):
-    out = P.parse_run({"type": "error", "content": content}, rich=False)
+    out = replies.parse_run({"type": "error", "content": content}, rich=False)
     assert out.error == ExecError(name=name, value=value)
     assert out.type == "error"
     assert out.chunks == [OutputChunk(type="error", content=content)]
 
 
 def test_parse_run_core_other_type_is_kept():
-    out = P.parse_run({"type": "text/html", "content": "<b>x</b>"}, rich=False)
+    out = replies.parse_run({"type": "text/html", "content": "<b>x</b>"}, rich=False)
     assert (out.type, out.content) == ("text/html", "<b>x</b>")
     assert out.chunks == [OutputChunk(type="text/html", content="<b>x</b>")]
 
@@ -364,20 +368,20 @@ def test_parse_run_rich():
         "execution_count": 3,
         "truncated": False,
     }
-    out = P.parse_run(body, rich=True)
+    out = replies.parse_run(body, rich=True)
     assert out.chunks[0] == OutputChunk(type="stdout", content="a\n")
     assert out.error == ExecError(name="NameError", value="x", traceback="tb")
     assert (out.stdout, out.execution_count, out.type) == ("a\n", 3, "error")
 
 
 def test_parse_run_rich_announced_but_core_answer_falls_back():
-    out = P.parse_run({"type": "text", "content": "hi"}, rich=True)
+    out = replies.parse_run({"type": "text", "content": "hi"}, rich=True)
     assert out.chunks == [OutputChunk(type="text", content="hi")]
 
 
 def test_parse_run_rich_is_ignored_when_not_announced():
     body = {"type": "text", "content": "hi", "chunks": [{"type": "stdout", "content": "hi"}]}
-    assert P.parse_run(body, rich=False).chunks == [OutputChunk(type="text", content="hi")]
+    assert replies.parse_run(body, rich=False).chunks == [OutputChunk(type="text", content="hi")]
 
 
 @pytest.mark.parametrize(
@@ -386,17 +390,17 @@ def test_parse_run_rich_is_ignored_when_not_announced():
 )
 def test_parse_run_rejects_bad_answers(body):
     with pytest.raises(CodeBoxError):
-        P.parse_run(body, rich=True)
+        replies.parse_run(body, rich=True)
 
 
 def test_run_request_rejects_a_non_json_answer():
     with pytest.raises(CodeBoxError, match="not JSON"):
-        P.run_request("7", "x", None, CORE).interpret(reply(200, raw=b"oops"))
+        requests.run_request("7", "x", None, CORE).interpret(reply(200, raw=b"oops"))
 
 
 def test_parse_files_names_and_objects_sorted():
     body = {"files": ["b.txt", {"name": "a.csv", "size": 12}, {"name": "c", "size": True}]}
-    assert P.parse_files(body) == [
+    assert replies.parse_files(body) == [
         CodeBoxFile(name="a.csv", size=12),
         CodeBoxFile(name="b.txt"),
         CodeBoxFile(name="c"),
@@ -406,14 +410,14 @@ def test_parse_files_names_and_objects_sorted():
 @pytest.mark.parametrize("body", [{}, {"files": "x"}, {"files": [3]}, {"files": [{"size": 1}]}])
 def test_parse_files_rejects_bad_answers(body):
     with pytest.raises(CodeBoxError):
-        P.parse_files(body)
+        replies.parse_files(body)
 
 
 # -- streams --------------------------------------------------------------------------
 
 
 def test_stream_state_reads_chunks_then_the_final_output():
-    state = P.StreamState()
+    state = ndjson.StreamState()
     final = {"type": "text", "content": "a\nb\n", "chunks": [{"type": "stdout", "content": "a\n"}]}
     lines = [
         '{"type": "stdout", "content": "a\\n"}',
@@ -432,14 +436,14 @@ def test_stream_state_reads_chunks_then_the_final_output():
 
 
 def test_stream_state_end_without_output_builds_one():
-    state = P.StreamState()
+    state = ndjson.StreamState()
     state.feed('{"type": "stdout", "content": "x"}')
     state.feed('{"type": "end"}')
     assert state.result() == CodeBoxOutput.from_chunks([OutputChunk(type="stdout", content="x")])
 
 
 def test_stream_state_without_end_is_a_connection_error():
-    state = P.StreamState("stream in session 7")
+    state = ndjson.StreamState("stream in session 7")
     state.feed('{"type": "stdout", "content": "x"}')
     with pytest.raises(CodeBoxConnectionError, match="stream in session 7"):
         state.result()
@@ -448,7 +452,7 @@ def test_stream_state_without_end_is_a_connection_error():
 @pytest.mark.parametrize("line", ["not json", "[1]", '{"content": "x"}'])
 def test_stream_state_rejects_bad_lines(line):
     with pytest.raises(CodeBoxError):
-        P.StreamState().feed(line)
+        ndjson.StreamState().feed(line)
 
 
 # -- Content-Disposition --------------------------------------------------------------
@@ -480,7 +484,7 @@ def test_stream_state_rejects_bad_lines(line):
     ],
 )
 def test_parse_content_disposition(value, name):
-    assert P.parse_content_disposition(value) == name
+    assert disposition.parse_content_disposition(value) == name
 
 
 # -- retries --------------------------------------------------------------------------
@@ -489,20 +493,20 @@ NOW = 1_700_000_000.0
 
 
 def test_parse_retry_after():
-    assert P.parse_retry_after("3") == 3.0
-    assert P.parse_retry_after(" 1.5 ") == 1.5
-    assert P.parse_retry_after("-4") == 0.0
+    assert retry.parse_retry_after("3") == 3.0
+    assert retry.parse_retry_after(" 1.5 ") == 1.5
+    assert retry.parse_retry_after("-4") == 0.0
     date = email.utils.formatdate(NOW + 7, usegmt=True)
-    assert P.parse_retry_after(date, now=NOW) == pytest.approx(7.0)
+    assert retry.parse_retry_after(date, now=NOW) == pytest.approx(7.0)
     past = email.utils.formatdate(NOW - 100, usegmt=True)
-    assert P.parse_retry_after(past, now=NOW) == 0.0
-    assert P.parse_retry_after("soon") is None
-    assert P.parse_retry_after("nan") is None
-    assert P.parse_retry_after(None) is None
+    assert retry.parse_retry_after(past, now=NOW) == 0.0
+    assert retry.parse_retry_after("soon") is None
+    assert retry.parse_retry_after("nan") is None
+    assert retry.parse_retry_after(None) is None
 
 
-def policy(**kw) -> P.RetryPolicy:
-    return P.RetryPolicy(**{"max_retries": 3, "rand": lambda: 0.5, "clock": lambda: NOW, **kw})
+def policy(**kw) -> retry.RetryPolicy:
+    return retry.RetryPolicy(**{"max_retries": 3, "rand": lambda: 0.5, "clock": lambda: NOW, **kw})
 
 
 ALL_OPS = [
@@ -571,8 +575,8 @@ def test_retry_after_is_honoured_and_capped():
 
 
 def test_install_without_a_timeout_waits_for_the_servers_own_limit():
-    caps = P.Capabilities(version="1", extensions=frozenset())
-    (req,) = P.install_requests("7", ("pandas",), caps)
-    assert req.timeout["read"] >= P.INSTALL_TIMEOUT  # not the default request timeout
-    (given,) = P.install_requests("7", ("pandas",), caps, timeout=5.0)
+    caps = replies.Capabilities(version="1", extensions=frozenset())
+    (req,) = requests.install_requests("7", ("pandas",), caps)
+    assert req.timeout["read"] >= requests.INSTALL_TIMEOUT  # not the default request timeout
+    (given,) = requests.install_requests("7", ("pandas",), caps, timeout=5.0)
     assert given.timeout["read"] == 5.0

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .base import BaseBox
 from .errors import CodeBoxError
-from .local import LocalBox
 from .remote import CodeBox
 from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
 from .settings import CodeBoxSettings
@@ -31,9 +33,33 @@ __all__ = [
     "__version__",
 ]
 
-# Exported names read as `codebox.X` in reprs, docs and tracebacks.
+if TYPE_CHECKING:
+    from .local import LocalBox
+
+_LAZY = {"LocalBox": ".local"}
+"""Loaded on first use: a `CodeBox` with a key never imports the gateway or websockets."""
+
+
+def _public(obj: Any) -> Any:
+    # Exported names read as `codebox.X` in reprs, docs and tracebacks.
+    if isinstance(obj, type):
+        obj.__module__ = __name__
+    return obj
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = _public(getattr(importlib.import_module(_LAZY[name], __name__), name))
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        _obj.__module__ = __name__
-del _name, _obj
+    if _name not in _LAZY:
+        _public(globals()[_name])
+del _name

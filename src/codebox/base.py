@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._streams import AsyncChunkStream, ChunkStream
 from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
 from .settings import CodeBoxSettings
 
@@ -60,10 +61,18 @@ class BaseBox(abc.ABC):
         return self._session_id
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} id={self._session_id} {self._state_name()}>"
+        return f"<{type(self).__name__} id={self.session_id} {self._state_name()}>"
 
     def _state_name(self) -> str:
-        return "started" if self._session_id else "new"
+        return "started" if self.session_id else "new"
+
+    def close(self) -> None:
+        """Release what the box holds in this process (for a local box: `stop`)."""
+        self.stop()
+
+    async def aclose(self) -> None:
+        """Async version of `close`."""
+        await self.astop()
 
     # -- context managers -------------------------------------------------------------
 
@@ -155,19 +164,26 @@ class BaseBox(abc.ABC):
         """Async version of `run`."""
 
     @abc.abstractmethod
-    def stream(self, code: str, *, timeout: float | None = None) -> Iterator[OutputChunk]:
+    def stream(self, code: str, *, timeout: float | None = None) -> ChunkStream:
         """Run code and yield its output chunks as they are produced.
 
-        Leaving the loop early interrupts the run.
+        The stream is an iterator and a context manager (``with box.stream(code) as s:``).
+        Leaving it early (``close()``, or the end of the ``with`` block) interrupts the run.
+        A stream left unfinished and unclosed does not block the box: its next operation
+        closes it (interrupting its run) first.
         """
 
     @abc.abstractmethod
-    def astream(self, code: str, *, timeout: float | None = None) -> AsyncIterator[OutputChunk]:
-        """Async version of `stream`."""
+    def astream(self, code: str, *, timeout: float | None = None) -> AsyncChunkStream:
+        """Async version of `stream` (``async for``, ``async with``, ``aclose()``)."""
 
     @abc.abstractmethod
     def interrupt(self) -> CodeBoxStatus:
-        """Interrupt the running execution (state is kept); callable from another thread."""
+        """Interrupt the running execution (state is kept); callable from another thread.
+
+        A box with nothing running is left as it is; one that was never started is not
+        started (its status is returned).
+        """
 
     @abc.abstractmethod
     async def ainterrupt(self) -> CodeBoxStatus:

@@ -6,7 +6,10 @@ Everything here is about the box itself: the kernel, the gateway, the server, th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .schema import OutputChunk
 
 
 class CodeBoxError(Exception):
@@ -16,6 +19,7 @@ class CodeBoxError(Exception):
         http_status: The HTTP status of the response that caused it, if any.
         json_body: The parsed response body (a ``dict``), or its text when it was not JSON.
         headers: The response headers, if any.
+        chunks: The output a stream delivered before it failed (empty otherwise).
     """
 
     def __init__(
@@ -25,12 +29,14 @@ class CodeBoxError(Exception):
         http_status: int | None = None,
         json_body: dict[str, Any] | Any | None = None,
         headers: dict[str, str] | None = None,
+        chunks: list[OutputChunk] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
         self.json_body = json_body
         self.headers = headers
+        self.chunks: list[OutputChunk] = chunks if chunks is not None else []
 
     def __str__(self) -> str:
         if self.http_status is None:

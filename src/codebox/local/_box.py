@@ -17,10 +17,11 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
 from ..base import BaseBox, Content, OnOutput, code_to_run
 from ..errors import CodeBoxError
 from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
@@ -70,6 +71,7 @@ class LocalBox(BaseBox):
         self._sync = SyncDriver(self._gateway_address, self._release_gateway)
         self._sync_lock = threading.Lock()
         self._async: AsyncDriver | None = None
+        self._slot = StreamSlot()  # the open stream, closed by the next operation
         self._session_id = uuid.uuid4().hex
         LocalBox._live[self._session_id] = self
 
@@ -141,6 +143,7 @@ class LocalBox(BaseBox):
 
     def _call(self, op: ops.Op, on_output: OnOutput | None = None) -> Any:
         with self._sync_lock:
+            self._slot.settle()
             return self._use_sync().run(op, on_output)
 
     def _driver(self) -> AsyncDriver:
@@ -157,6 +160,7 @@ class LocalBox(BaseBox):
     async def _acall(self, op: ops.Op, on_output: OnOutput | None = None) -> Any:
         driver = self._driver()
         async with driver.lock:
+            await self._slot.asettle()
             return await driver.run(op, on_output)
 
     def _stopped(self) -> CodeBoxStatus:
@@ -189,6 +193,7 @@ class LocalBox(BaseBox):
     async def astop(self) -> CodeBoxStatus:
         driver = self._driver()
         async with driver.lock:
+            await self._slot.asettle()
             await driver.run(self._stop_op())
             await driver.close()
         return self._stopped()
@@ -225,34 +230,31 @@ class LocalBox(BaseBox):
                          self._run_timeout(timeout))
         return await self._acall(op, on_output)
 
-    def stream(self, code: str, *, timeout: float | None = None) -> Iterator[OutputChunk]:
+    def stream(self, code: str, *, timeout: float | None = None) -> ChunkStream:
         op = ops.execute(self._state, self._config(), code_to_run(code, None),
                          self._run_timeout(timeout))
-        with self._sync_lock:
-            yield from self._use_sync().steps(op)
+        return ChunkStream(self._slot, lambda: self._use_sync().steps(op),
+                           lambda: self._sync_lock)
 
-    async def astream(
-        self, code: str, *, timeout: float | None = None
-    ) -> AsyncIterator[OutputChunk]:
+    def astream(self, code: str, *, timeout: float | None = None) -> AsyncChunkStream:
         op = ops.execute(self._state, self._config(), code_to_run(code, None),
                          self._run_timeout(timeout))
-        driver = self._driver()
-        async with driver.lock:
-            steps = driver.steps(op)
-            try:
-                async for item in steps:
-                    if isinstance(item, Done):
-                        return
-                    yield item
-            finally:
-                # Leaving early interrupts the run (the driver's unwinding does it).
-                await steps.aclose()
+
+        async def begin() -> AsyncGenerator[Any, None]:
+            return self._driver().steps(op)
+
+        return AsyncChunkStream(self._slot, begin, lambda item: isinstance(item, Done),
+                                lambda: self._driver().lock)
 
     def interrupt(self) -> CodeBoxStatus:
-        # No lock: it exists to stop a run that holds it.
+        # No lock: it exists to stop a run that holds it. No kernel: nothing to interrupt.
+        if self._state.kernel_id is None:
+            return ops.status(self._state)
         return self._sync.run(ops.interrupt(self._state, self._config()))
 
     async def ainterrupt(self) -> CodeBoxStatus:
+        if self._state.kernel_id is None:
+            return ops.status(self._state)
         return await self._driver().run(ops.interrupt(self._state, self._config()))
 
     def restart(self) -> CodeBoxStatus:

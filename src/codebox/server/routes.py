@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from .. import __version__
 from .._paths import check_file_name
 from ..errors import CodeBoxError
-from ..remote import _protocol as protocol
+from ..remote import _replies as protocol
 from ..schema import CodeBoxOutput
 from . import models
 from .auth import Owner
