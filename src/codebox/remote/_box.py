@@ -25,9 +25,9 @@ from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
 from ..settings import CodeBoxSettings
 from . import _ops as ops
 from ._drivers import AsyncDriver, Done, SyncDriver
+from ._replies import session_id_of
 from ._requests import check_package_names, prepare_upload
 from ._retry import RetryPolicy
-from ._replies import session_id_of
 
 if TYPE_CHECKING:
     from ..local import LocalBox
