@@ -297,6 +297,31 @@ class LocalBox(BaseBox):
                           timeout or self.settings.timeout)
         return await self._acall(op)
 
+    async def _aread(
+        self, file_name: str, *, timeout: float | None = None
+    ) -> AsyncGenerator[int | bytes | memoryview, None]:
+        """For the server: the file's size, then its content in chunks as the kernel sends
+        them, holding the box for the whole read (close the generator to let go early).
+
+        Raises:
+            CodeBoxNotFoundError: There is no such file (before the size is yielded).
+        """
+        op = ops.read(self._state, self._config(), file_name, timeout or self.settings.timeout)
+        driver = self._driver()
+        async with driver.lock:
+            await self._slot.asettle()
+            steps = driver.steps(op)
+            try:
+                async for item in steps:
+                    if isinstance(item, Done):
+                        return
+                    if "size" in item.content:
+                        yield item.content["size"]
+                    for part in item.buffers:
+                        yield part
+            finally:
+                await steps.aclose()
+
     def list_files(self) -> list[CodeBoxFile]:
         return self._call(ops.list_files(self._state, self._config()))
 

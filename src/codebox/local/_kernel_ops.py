@@ -88,9 +88,10 @@ class Recv:
 
 @dataclass(frozen=True)
 class Emit:
-    """Hand one output chunk to the caller (``on_output``, or the stream's consumer)."""
+    """Hand one item to the caller (``on_output``, or the stream's consumer): an output
+    chunk, or a data message of a snippet whose data is streamed (see `read`)."""
 
-    chunk: OutputChunk
+    chunk: OutputChunk | Message
 
 
 Request = Gateway | ReleaseGateway | Http | Connect | Disconnect | Send | Recv | Emit
@@ -202,17 +203,19 @@ def call(st: KernelState, code: str, timeout: float | None, what: str,
 class _Call:
     """A snippet execution in flight: its state and the data it answered with."""
 
-    __slots__ = ("data", "execution", "on_data")
+    __slots__ = ("data", "emit", "execution", "on_data")
 
-    def __init__(self, msg_id: str, on_data: Callable[[Message], None] | None) -> None:
+    def __init__(self, msg_id: str, on_data: Callable[[Message], None] | None,
+                 emit: bool = False) -> None:
         self.execution = Execution(msg_id)
         self.data: list[Message] = []
         self.on_data = on_data
+        self.emit = emit  # hand each data message to the caller as it comes (`Emit`)
 
 
 def submit(st: KernelState, calls: dict[str, _Call], code: str,
            buffers: tuple[bytes | memoryview, ...] = (),
-           on_data: Callable[[Message], None] | None = None) -> Op:
+           on_data: Callable[[Message], None] | None = None, emit: bool = False) -> Op:
     """Send a snippet without waiting for it; it joins ``calls`` (the ones in flight).
 
     Snippets in flight stop the kernel's queue on error, so a failed step is the last one
@@ -220,7 +223,7 @@ def submit(st: KernelState, calls: dict[str, _Call], code: str,
     """
     msg_id, frame = st.session.execute_request(code, silent=True, buffers=buffers,
                                                stop_on_error=True)
-    calls[msg_id] = _Call(msg_id, on_data)
+    calls[msg_id] = _Call(msg_id, on_data, emit)
     yield Send(frame)
     return msg_id
 
@@ -238,7 +241,9 @@ def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float
         msg = decode_frame(raw)
         owner = calls.get(msg.parent_id) if msg.parent_id is not None else None
         if owner is not None and msg.msg_type == DATA_MSG_TYPE:
-            if owner.on_data is not None:
+            if owner.emit:
+                yield Emit(msg)
+            elif owner.on_data is not None:
                 owner.on_data(msg)
             else:
                 owner.data.append(msg)
@@ -471,6 +476,17 @@ def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float 
     content = buf.getvalue()
     buf.close()
     return CodeBoxFile(name=name, size=len(content), content=content)
+
+
+def read(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None) -> Op:
+    """Emit the file's data messages as the kernel sends them (the size first, then the
+    content in chunks of ``cfg.chunk_size``), never holding the whole file."""
+    name = check_file_name(file_name)
+    yield from ensure_kernel(st, cfg)
+    code = snippet("read", root=st.root, name=name, chunk_size=cfg.chunk_size)
+    calls: dict[str, _Call] = {}
+    msg_id = yield from submit(st, calls, code, emit=True)
+    yield from finish(st, calls, msg_id, timeout, f"download {name!r}")
 
 
 def list_files(st: KernelState, cfg: KernelConfig) -> Op:

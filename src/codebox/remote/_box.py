@@ -163,7 +163,8 @@ class CodeBox(BaseBox):
         self._start_lock = threading.Lock()
         self._astart_lock: asyncio.Lock | None = None
         self._slot = StreamSlot()
-        self._transport: httpx.MockTransport | None = None  # tests: an in-memory server
+        # Tests put an in-memory server here (httpx.MockTransport, httpx.ASGITransport).
+        self._transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None
 
     @classmethod
     def from_id(cls, session_id: int | str | uuid.UUID, **kwargs: Any) -> BaseBox:

@@ -18,7 +18,16 @@ from . import models
 from .auth import Owner
 from .operations import execute, operate
 from .sessions import Session, SessionManager, SessionNotFound
-from .streaming import NDJSON, ClientGone, RunStream, run_lines, unless_disconnected
+from .streaming import (
+    NDJSON,
+    ClientGone,
+    FollowedStream,
+    RunStream,
+    held_while_sent,
+    open_download,
+    run_lines,
+    unless_disconnected,
+)
 from .uploads import FIELD, mapped, receive_upload
 
 EXTENSIONS = [protocol.RICH_RUN, protocol.STREAM, protocol.INTERRUPT, protocol.FILE_SIZES]
@@ -156,14 +165,19 @@ async def download(
     file_name: Annotated[str | None, Query(description="The file's relative path.")] = None,
     body: Annotated[models.DownloadRequest | None, Body()] = None,
 ) -> Response:
-    """Read a file of the session (its name as a query parameter or in a JSON body)."""
+    """Read a file of the session (its name as a query parameter or in a JSON body); the
+    content streams from the kernel as the client reads it."""
     given = file_name if file_name is not None else body.file_name if body else None
     if given is None:
         raise HTTPException(422, "say which file: ?file_name= or a JSON body {\"file_name\": ...}")
     name = _file_name(given)
-    got = await operate(manager_of(request), session, lambda: session.box.adownload(name))
-    return Response(got.content or b"", media_type="application/octet-stream",
-                    headers={"Content-Disposition": _content_disposition(got.name)})
+    manager = manager_of(request)
+    size, content = await operate(manager, session, lambda: open_download(session.box, name))
+    return FollowedStream(
+        held_while_sent(manager, session, content),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": _content_disposition(name), "Content-Length": str(size)},
+    )
 
 
 @router.post("/{session_id}/install", response_model=models.Status,

@@ -7,17 +7,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..errors import CodeBoxError
-from ..schema import CodeBoxOutput, ExecError, OutputChunk
+from ..schema import CodeBoxOutput, OutputChunk
+from .errors import status_for
+
+if TYPE_CHECKING:
+    from ..local import LocalBox
+    from .sessions import Session, SessionManager
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 
@@ -62,18 +70,22 @@ def line(item: dict[str, Any]) -> bytes:
     return json.dumps(item, ensure_ascii=False).encode() + b"\n"
 
 
-def failed(exc: CodeBoxError) -> CodeBoxOutput:
-    """A run that failed once its answer had started: the failure as the run's error."""
-    error = ExecError(name=type(exc).__name__, value=exc.message)
-    return CodeBoxOutput.from_chunks([OutputChunk(type="error", content=str(error))], error=error)
+def end_with_error(exc: BaseException) -> dict[str, Any]:
+    """The last line of a stream whose run failed in the server or the box (not in the
+    user's code): the status and detail the same failure gets on the plain route."""
+    if isinstance(exc, CodeBoxError):
+        return {"type": "end", "error": {"status": status_for(exc), "detail": exc.message}}
+    log.error("a streamed run failed", exc_info=exc)
+    return {"type": "end", "error": {"status": 500, "detail": "internal server error"}}
 
 
 async def run_lines(
     start: Callable[[Callable[[OutputChunk], None]], Awaitable[CodeBoxOutput]],
 ) -> AsyncIterator[bytes]:
     """The NDJSON lines of a run: one per chunk as produced, then ``{"type": "end",
-    "output": ...}``. ``start(on_output)`` runs the code. Closing the iterator early
-    cancels the run."""
+    "output": ...}``, or ``{"type": "end", "error": {"status", "detail"}}`` if the server or
+    the box failed. ``start(on_output)`` runs the code. Closing the iterator early cancels
+    the run."""
     queue: asyncio.Queue[OutputChunk | None] = asyncio.Queue()
     task = asyncio.ensure_future(start(queue.put_nowait))
     task.add_done_callback(lambda _: queue.put_nowait(None))
@@ -82,21 +94,18 @@ async def run_lines(
             yield line({"type": chunk.type, "content": chunk.content})
         try:
             output = task.result()
-        except CodeBoxError as exc:
-            output = failed(exc)
-            yield line({"type": "error", "content": output.content})
-        yield line({"type": "end", "output": output.model_dump(mode="json")})
+        except Exception as exc:  # noqa: BLE001 - every failure ends the stream, said so
+            yield line(end_with_error(exc))
+        else:
+            yield line({"type": "end", "output": output.model_dump(mode="json")})
     finally:
         if not task.done():
             await _finish(task)
 
 
-class RunStream(StreamingResponse):
-    """An NDJSON stream that stops producing — cancelling the run — when the client
-    disconnects, even while the run is silent."""
-
-    def __init__(self, lines: AsyncIterator[bytes]) -> None:
-        super().__init__(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
+class FollowedStream(StreamingResponse):
+    """A streamed answer that stops producing when the client disconnects, even while its
+    producer is silent, and always closes its producer (which may hold a box)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
@@ -116,3 +125,48 @@ class RunStream(StreamingResponse):
         async for chunk in self.body_iterator:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class RunStream(FollowedStream):
+    """The NDJSON lines of a run; a client that disconnects cancels the run."""
+
+    def __init__(self, lines: AsyncIterator[bytes]) -> None:
+        super().__init__(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
+
+
+async def open_download(box: LocalBox, name: str) -> tuple[int, AsyncIterator[bytes]]:
+    """Start reading the file ``name`` of ``box``: its size, and its content in chunks.
+
+    Raises:
+        CodeBoxNotFoundError: There is no such file (nothing is held then).
+    """
+    reader = box._aread(name)
+    try:
+        size = await reader.__anext__()
+    except BaseException:
+        await reader.aclose()
+        raise
+    assert isinstance(size, int)
+    return size, _bytes_of(reader)
+
+
+async def _bytes_of(reader: AsyncGenerator[int | bytes | memoryview, None]) -> AsyncIterator[bytes]:
+    try:
+        async for part in reader:
+            yield part if isinstance(part, bytes) else bytes(part)  # type: ignore[arg-type]
+    finally:
+        await reader.aclose()
+
+
+async def held_while_sent(
+    manager: SessionManager, session: Session, content: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """``content``, with the session held (not culled) until it is sent or the client left."""
+    async with manager.use(session):
+        try:
+            async for part in content:
+                yield part
+        finally:
+            aclose = getattr(content, "aclose", None)
+            if aclose is not None:
+                await aclose()
