@@ -338,25 +338,32 @@ STOCK_ROUNDTRIP = textwrap.dedent("""
 """)
 
 
-def through_server(n: int) -> list[Figure]:
-    """`CodeBox` against `codebox serve` on loopback, beside a `LocalBox` in the same run."""
+def _serve(*env: tuple[str, str]) -> tuple[subprocess.Popen[str], str, str]:
+    """A `codebox serve` on loopback: the process, its API base URL and its key."""
     import secrets
-
-    from codebox import CodeBox
 
     key = secrets.token_hex(8)
     proc = subprocess.Popen([sys.executable, "-m", "codebox.cli", "serve", "--port", "0",
                              "--api-key", key, "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **dict(env)})
+    assert proc.stdout is not None
+    line = ""
+    deadline = time.monotonic() + 60
+    while "listening on http://" not in line:
+        line = proc.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            proc.terminate()
+            raise RuntimeError(f"codebox serve did not start: {line!r}")
+    return proc, line.split("listening on ", 1)[1].split()[0].rstrip("/") + "/api/v1", key
+
+
+def through_server(n: int) -> list[Figure]:
+    """`CodeBox` against `codebox serve` on loopback, beside a `LocalBox` in the same run."""
+    from codebox import CodeBox
+
+    proc, url, key = _serve()
     try:
-        assert proc.stdout is not None
-        line = ""
-        deadline = time.monotonic() + 60
-        while "listening on http://" not in line:
-            line = proc.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                raise RuntimeError(f"codebox serve did not start: {line!r}")
-        url = line.split("listening on ", 1)[1].split()[0].rstrip("/") + "/api/v1"
         remote = CodeBox(api_key=key, base_url=url)
         with remote:
             served = median_ms(box_samples(remote, n))
@@ -368,6 +375,51 @@ def through_server(n: int) -> list[Figure]:
     return [Figure('CodeBox through `codebox serve` on loopback, run("1+1") median', served,
                    local, "ms", "<= the LocalBox median + 3 ms", served <= local + 3,
                    "reference: LocalBox in the same run")]
+
+
+def _rss_mb(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(x for x in f if x.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def server_download(sizes_mb: tuple[int, ...]) -> list[Figure]:
+    """Peak memory growth of `codebox serve` while a client downloads a large file from a
+    session (the file streams from the kernel), for files of several sizes, beside the size
+    of the file (what holding it would cost at least)."""
+    import httpx
+
+    from codebox import CodeBox
+
+    proc, url, key = _serve()
+    figures = []
+    try:
+        remote = CodeBox(api_key=key, base_url=url, timeout=300)
+        with remote, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                                  timeout=300) as client:
+            for size_mb in sizes_mb:
+                remote.run(f"open('big.bin', 'wb').write(b'x' * {size_mb << 20})")
+                base = _rss_mb(proc.pid, "VmRSS")
+                with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
+                    f.write("5")  # reset the peak (VmHWM) to the current RSS
+                got, t = 0, time.perf_counter()
+                with client.stream("GET", f"/codebox/{remote.session_id}/download",
+                                   params={"file_name": "big.bin"}) as r:
+                    for part in r.iter_bytes():
+                        got += len(part)
+                took = time.perf_counter() - t
+                growth = _rss_mb(proc.pid, "VmHWM") - base
+                whole = got == size_mb << 20
+                figures.append(Figure(
+                    f"`codebox serve`: peak memory growth serving a {size_mb} MB download",
+                    growth, float(size_mb), "MB", "<= 16 MB whatever the size",
+                    whole and growth <= 16,
+                    f"{'whole' if whole else f'got {got} bytes'}, {size_mb / took:.0f} MB/s; "
+                    "reference: the file's size"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return figures
 
 
 def big_print() -> list[Figure]:
@@ -417,12 +469,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="benchmarks/results.json")
     parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--only", help="run only these figure groups (comma-separated, e.g. "
+                        "server_download)")
     args = parser.parse_args()
     n = 50 if args.quick else 300
-    figures = [*roundtrip(n), *stock_websocket(50 if args.quick else 100),
-               *first_box(1 if args.quick else 3), *further_box(5 if args.quick else 15),
-               *eight_boxes(2.0 if args.quick else 5.0), *big_print(), *transfer(100),
-               *through_server(50 if args.quick else 300)]
+    groups = {
+        "roundtrip": lambda: roundtrip(n),
+        "stock_websocket": lambda: stock_websocket(50 if args.quick else 100),
+        "first_box": lambda: first_box(1 if args.quick else 3),
+        "further_box": lambda: further_box(5 if args.quick else 15),
+        "eight_boxes": lambda: eight_boxes(2.0 if args.quick else 5.0),
+        "big_print": big_print,
+        "transfer": lambda: transfer(100),
+        "through_server": lambda: through_server(50 if args.quick else 300),
+        "server_download": lambda: server_download((50, 200)),
+    }
+    chosen = args.only.split(",") if args.only else list(groups)
+    figures = [figure for name in chosen for figure in groups[name]()]
     rows = [("figure", "codebox", "reference", "ratio", "goal", "result")]
     for f in figures:
         ref = f"{f.reference:.2f} {f.unit}" if f.reference is not None else "-"

@@ -478,12 +478,17 @@ def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float 
     return CodeBoxFile(name=name, size=len(content), content=content)
 
 
+READ_CHUNK_SIZE = 1024 * 1024
+"""Bytes per message of a streamed read: a few of them in flight is all its reader holds."""
+
+
 def read(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None) -> Op:
     """Emit the file's data messages as the kernel sends them (the size first, then the
-    content in chunks of ``cfg.chunk_size``), never holding the whole file."""
+    content in chunks of at most `READ_CHUNK_SIZE`), never holding the whole file."""
     name = check_file_name(file_name)
     yield from ensure_kernel(st, cfg)
-    code = snippet("read", root=st.root, name=name, chunk_size=cfg.chunk_size)
+    code = snippet("read", root=st.root, name=name,
+                   chunk_size=min(cfg.chunk_size, READ_CHUNK_SIZE))
     calls: dict[str, _Call] = {}
     msg_id = yield from submit(st, calls, code, emit=True)
     yield from finish(st, calls, msg_id, timeout, f"download {name!r}")
