@@ -250,7 +250,7 @@ async def _raw_async_kernels(k: int, seconds: float) -> float:
         total = sum(await asyncio.gather(*(loop(kc) for _, kc in pairs)))
         return total / (time.perf_counter() - t)
     finally:
-        for km, kc in pairs:
+        for _, kc in pairs:
             kc.stop_channels()
         await asyncio.gather(*(km.shutdown_kernel(now=True) for km, _ in pairs))
 
@@ -494,7 +494,7 @@ def main() -> None:
         rows.append((f.name, f"{f.codebox:.2f} {f.unit}", ref, ratio, f.goal, ok))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     for f in figures:
         if f.note:
             print(f"- {f.name}: {f.note}")

@@ -2,8 +2,9 @@
 
     python examples/agent_loop.py
 
-The model gets codebox's tool definitions (`codebox.integrations.tools.tool_definitions`); each tool call
-it makes is carried out on the box by `codebox.integrations.tools.execute_tool_call`, and the formatted
+The model gets codebox's tool definitions (`codebox.integrations.tools.tool_definitions`);
+each tool call it makes is carried out on the box by
+`codebox.integrations.tools.execute_tool_call`, and the formatted
 result (text within a budget, errors with their traceback, plots as images) goes back to
 the model, until it answers in text.
 

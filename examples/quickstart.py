@@ -40,7 +40,8 @@ def main() -> None:
 
         # Files go in and out through the kernel.
         box.upload("data/numbers.csv", "n\n1\n2\n3\n")
-        print(box.run("import csv\nsum(int(r['n']) for r in csv.DictReader(open('data/numbers.csv')))").content)
+        total = "import csv\nsum(int(r['n']) for r in csv.DictReader(open('data/numbers.csv')))"
+        print(box.run(total).content)
         box.run("open('data/report.txt', 'w').write('total: 6\\n')")
         report = box.download("data/report.txt")
         report.save(OUT / "report.txt")

@@ -76,7 +76,7 @@ def test_messages_of_other_executions_are_ignored():
         for m in recorded("print_error")
     ]
     # Interleave: every foreign message before each of ours.
-    mixed = [x for pair in zip(foreign, msgs) for x in pair] + foreign[len(msgs):]
+    mixed = [x for pair in zip(foreign, msgs, strict=False) for x in pair] + foreign[len(msgs):]
     ex, emitted = play(mixed[: 2 * len(msgs)], own_id(msgs))
     assert ex.done
     assert ex.output().content == "2"
@@ -136,7 +136,7 @@ def test_rate_limit_notice_marks_output_truncated():
         "parent_header": msgs[0]["parent_header"],
         "content": {"name": "stderr", "text": "IOPub data rate exceeded.\nThe Jupyter server..."},
     }
-    ex, _ = play(msgs[:2] + [notice] + msgs[2:])
+    ex, _ = play([*msgs[:2], notice, *msgs[2:]])
     assert ex.output().truncated
     assert "IOPub data rate exceeded" in ex.output().stderr
 

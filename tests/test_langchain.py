@@ -7,12 +7,12 @@ import asyncio
 import pytest
 
 pytest.importorskip("langchain_core")
-from langchain_core.messages import ToolMessage  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
+from langchain_core.messages import ToolMessage
+from pydantic import ValidationError
 
-from codebox import LocalBox  # noqa: E402
-from codebox.integrations.langchain import CodeBoxToolkit, codebox_tools  # noqa: E402
-from codebox.integrations.tools import TOOLS, ToolResult  # noqa: E402
+from codebox import LocalBox
+from codebox.integrations.langchain import CodeBoxToolkit, codebox_tools
+from codebox.integrations.tools import TOOLS, ToolResult
 
 pytestmark = pytest.mark.integration
 

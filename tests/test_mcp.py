@@ -11,11 +11,11 @@ import uuid
 import pytest
 
 pytest.importorskip("mcp")
-import anyio  # noqa: E402
-from mcp import Client  # noqa: E402
-from mcp.client.stdio import StdioServerParameters  # noqa: E402
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 
-from tests.helpers import our_processes, wait_until  # noqa: E402
+from tests.helpers import our_processes, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,9 @@ from codebox.schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError,
 
 CORE = replies.Capabilities()
 RICH = replies.Capabilities(
-    version="1.0", extensions=frozenset({replies.RICH_RUN, replies.STREAM, replies.INTERRUPT}), core_only=False
+    version="1.0",
+    extensions=frozenset({replies.RICH_RUN, replies.STREAM, replies.INTERRUPT}),
+    core_only=False,
 )
 EXTENDED_NO_RICH = replies.Capabilities(version="1.0", extensions=frozenset(), core_only=False)
 
@@ -259,7 +261,8 @@ def test_status_reply():
     ],
 )
 def test_error_for_each_status(status, cls):
-    err = replies.error_for("run in session 7", reply(status, {"detail": "it broke"}, {"x-id": "1"}))
+    err = replies.error_for("run in session 7",
+                            reply(status, {"detail": "it broke"}, {"x-id": "1"}))
     assert type(err) is cls
     assert err.http_status == status
     assert err.json_body == {"detail": "it broke"}
@@ -307,7 +310,8 @@ def test_decode_body():
 
 def test_parse_capabilities():
     caps = replies.parse_capabilities(reply(200, {"version": "2.1", "extensions": ["stream", 3]}))
-    assert caps == replies.Capabilities(version="2.1", extensions=frozenset({"stream"}), core_only=False)
+    assert caps == replies.Capabilities(version="2.1", extensions=frozenset({"stream"}),
+                                        core_only=False)
     assert caps.has("stream") and not caps.has("interrupt")
     assert replies.parse_capabilities(reply(200, raw=b"<html>")).core_only
     assert replies.parse_capabilities(reply(200, {"extensions": "stream"})).core_only

@@ -222,7 +222,7 @@ class AsyncChunkStream(
                 if self._is_end(item):
                     self._finish()
                     raise StopAsyncIteration
-                return item  # type: ignore[no-any-return]
+                return item
         finally:
             self._busy = False
 

@@ -84,7 +84,7 @@ class ServerProcess:
             return self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"codebox serve did not stop on {sig!r}\n{self.log()}")
+            raise AssertionError(f"codebox serve did not stop on {sig!r}\n{self.log()}") from None
 
     def kill(self) -> None:
         """Kill the server and everything it started (for failed tests)."""

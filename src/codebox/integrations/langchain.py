@@ -119,7 +119,8 @@ class CodeBoxToolkit(BaseToolkit):
     def _tool(self, name: str) -> BaseTool:
         if name not in TOOLS:
             raise ValueError(f"unknown tool {name!r}; codebox offers {list(TOOLS)}")
-        options = {"format": "openai", "max_chars": self.max_chars, "timeout": self.timeout}
+        options: dict[str, Any] = {"format": "openai", "max_chars": self.max_chars,
+                                   "timeout": self.timeout}
 
         def run(**arguments: Any) -> tuple[str | list[dict[str, Any]], ToolResult]:
             result = execute_tool_call(self.box, ToolCall(name, arguments), **options)

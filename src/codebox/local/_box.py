@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
 from ..base import BaseBox, Content, OnOutput, code_to_run
 from ..errors import CodeBoxError
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus
 from ..settings import CodeBoxSettings
 from . import _kernel_ops as ops
 from ._drivers import AsyncDriver, Done, SyncDriver

@@ -68,6 +68,14 @@ class KernelPool:
         self.idle_timeout = idle_timeout
         self.log = log
         self.entries: list[_PoolEntry] = []
+        self._tasks: set[Any] = set()  # the loop keeps only weak references to tasks
+
+    def _spawn(self, work: Any) -> None:
+        import asyncio
+
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start_one(self) -> None:
         entry = _PoolEntry()
@@ -78,9 +86,7 @@ class KernelPool:
             self.log.exception("codebox pool: could not start a kernel")
             self.entries.remove(entry)
             return
-        import asyncio
-
-        asyncio.ensure_future(self._warm(entry))
+        self._spawn(self._warm(entry))
 
     async def _warm(self, entry: _PoolEntry) -> None:
         kernel = self.km.get_kernel(entry.kernel_id)
@@ -101,10 +107,8 @@ class KernelPool:
             client.stop_channels()
 
     def fill(self) -> None:
-        import asyncio
-
         for _ in range(self.size - len(self.entries)):
-            asyncio.ensure_future(self.start_one())
+            self._spawn(self.start_one())
 
     def take(self, kernel_name: str) -> str | None:
         kernel_id = None
@@ -151,6 +155,8 @@ def _build_app(settings: dict[str, Any]) -> Any:
     from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
     from tornado import ioloop, netutil, web
     from traitlets.config import Config
+
+    pool: KernelPool = None  # type: ignore[assignment]  # made with the kernel manager
 
     class PoolHandler(TokenAuthorizationMixin, web.RequestHandler):
         def get(self) -> None:
@@ -222,7 +228,6 @@ def _build_app(settings: dict[str, Any]) -> Any:
             self.http_server.add_sockets(sockets)
             self.port = sockets[0].getsockname()[1]
 
-    pool: KernelPool = None  # type: ignore[assignment]  # made with the kernel manager
     config = Config()
     config.KernelGatewayApp.ip = "127.0.0.1"
     config.KernelGatewayApp.port_retries = 0

@@ -432,7 +432,7 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     if isinstance(content, str):
         content = content.encode()
     if not isinstance(content, (bytes, bytearray, memoryview)):
-        raise ValueError(  # noqa: TRY004 - a wrong call is a ValueError throughout the API
+        raise ValueError(  # a wrong call is a ValueError throughout the API
             f"content must be bytes or str, not {type(content).__name__}")
     data = memoryview(content).cast("B")
     yield from ensure_kernel(st, cfg)

@@ -246,7 +246,7 @@ class CodeBox(BaseBox):
         self._slot.settle()
         if start:
             self._ensure_started()
-        return self._sync.run(op, on_output)  # type: ignore[no-any-return]
+        return self._sync.run(op, on_output)
 
     async def _acall(
         self, op: ops.Op[T], on_output: OnOutput | None = None, *, start: bool = True
@@ -254,7 +254,7 @@ class CodeBox(BaseBox):
         await self._slot.asettle()
         if start:
             await self._aensure_started()
-        return await self._adriver().run(op, on_output)  # type: ignore[no-any-return]
+        return await self._adriver().run(op, on_output)
 
     def _run_op(
         self,
@@ -330,11 +330,11 @@ class CodeBox(BaseBox):
     def status(self) -> CodeBoxStatus:
         """The session's status on the server; ``"stopped"`` without asking if it was never
         started or was stopped by this box."""
-        return self._sync.run(ops.status(self._state))  # type: ignore[no-any-return]
+        return self._sync.run(ops.status(self._state))
 
     async def astatus(self) -> CodeBoxStatus:
         """Async version of `status`."""
-        return await self._adriver().run(ops.status(self._state))  # type: ignore[no-any-return]
+        return await self._adriver().run(ops.status(self._state))
 
     # -- code -------------------------------------------------------------------------
 
@@ -398,11 +398,11 @@ class CodeBox(BaseBox):
         Raises:
             CodeBoxError: The server does not support it.
         """
-        return self._sync.run(ops.interrupt(self._state))  # type: ignore[no-any-return]
+        return self._sync.run(ops.interrupt(self._state))
 
     async def ainterrupt(self) -> CodeBoxStatus:
         """Async version of `interrupt`."""
-        return await self._adriver().run(ops.interrupt(self._state))  # type: ignore[no-any-return]
+        return await self._adriver().run(ops.interrupt(self._state))
 
     def restart(self) -> CodeBoxStatus:
         """Restart the session's kernel: variables are gone, files are kept."""

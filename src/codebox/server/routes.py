@@ -44,7 +44,7 @@ router = APIRouter(prefix="/codebox", tags=["codebox"], responses=_ERRORS)
 
 
 def manager_of(request: Request) -> SessionManager:
-    return request.app.state.manager  # type: ignore[no-any-return]
+    return request.app.state.manager
 
 
 async def _session(session_id: int, owner: Owner, request: Request) -> Session:

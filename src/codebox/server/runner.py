@@ -80,7 +80,8 @@ def serve(settings: ServerSettings, *, announce: Callable[[str], Any] = print) -
         app,
         log_level=settings.log_level,
         lifespan="on",
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        # Annotated int, used as seconds by asyncio.wait_for: a float is kept as given.
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]
         # The announce line says where we listen; uvicorn's own lines would say it again.
         access_log=settings.log_level == "debug",
     )

@@ -153,7 +153,7 @@ async def open_download(box: LocalBox, name: str) -> tuple[int, AsyncIterator[by
 async def _bytes_of(reader: AsyncGenerator[int | bytes | memoryview, None]) -> AsyncIterator[bytes]:
     try:
         async for part in reader:
-            yield part if isinstance(part, bytes) else bytes(part)  # type: ignore[arg-type]
+            yield part if isinstance(part, bytes) else bytes(part)
     finally:
         await reader.aclose()
 

@@ -1,0 +1,57 @@
+"""The internals of jupyter_server and jupyter-kernel-gateway that the spawned gateway
+(`codebox.local._gateway_app`) overrides or configures still exist, with the signatures it
+relies on. pyproject.toml bounds both packages; raise a bound only with this test green."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from jupyter_client.restarter import KernelRestarter
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from kernel_gateway.gatewayapp import KernelGatewayApp
+from kernel_gateway.jupyter_websocket import JupyterWebsocketPersonality
+from kernel_gateway.mixins import TokenAuthorizationMixin
+from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
+
+
+def params(func) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+@pytest.mark.parametrize(("cls", "method", "expected"), [
+    (ZMQChannelsWebsocketConnection, "connect", ["self"]),
+    (ZMQChannelsWebsocketConnection, "_on_zmq_reply", ["self", "stream", "msg_list"]),
+    (SeedingMappingKernelManager, "start_watching_activity", ["self", "kernel_id"]),
+    (KernelGatewayApp, "init_configurables", ["self"]),
+    (KernelGatewayApp, "init_webapp", ["self"]),
+    (KernelGatewayApp, "start_app", ["self"]),
+    (KernelGatewayApp, "init_http_server", ["self"]),
+])
+def test_overridden_methods_exist_with_their_parameters(cls, method, expected):
+    assert params(getattr(cls, method)) == expected
+
+
+@pytest.mark.parametrize(("cls", "trait"), [
+    (ZMQChannelsWebsocketConnection, "limit_rate"),
+    (ZMQChannelsWebsocketConnection, "websocket_handler"),
+    (KernelGatewayApp, "kernel_websocket_connection_class"),
+    (KernelGatewayApp, "kernel_manager_class"),
+    (KernelGatewayApp, "port_retries"),
+    (KernelGatewayApp, "auth_token"),
+    (KernelGatewayApp, "ip"),
+    (JupyterWebsocketPersonality, "list_kernels"),
+    (KernelRestarter, "random_ports_until_alive"),
+])
+def test_configured_traits_exist(cls, trait):
+    assert trait in cls.class_trait_names()
+
+
+def test_attributes_the_overrides_touch_exist():
+    # start_watching_activity replaces the kernel manager's own: it reads `_kernels` and
+    # sets what the original sets on the kernel.
+    source = inspect.getsource(SeedingMappingKernelManager.start_watching_activity)
+    for name in ("_kernels", "last_activity", "execution_state", "_activity_stream"):
+        assert name in source, name
+    assert hasattr(TokenAuthorizationMixin, "prepare")
+    assert "io_loop" in inspect.getsource(KernelGatewayApp)
