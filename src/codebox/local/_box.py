@@ -11,13 +11,15 @@ same user on the same machine: a `LocalBox` is not a security boundary.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +33,19 @@ from ._drivers import AsyncDriver, Done, SyncDriver
 from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
+
+logger = logging.getLogger(__name__)
+
+
+def _acquire(driver: AsyncDriver, seconds: float) -> bool:
+    """Take an async driver's lock from another thread, within ``seconds``."""
+    future = asyncio.run_coroutine_threadsafe(driver.lock.acquire(), driver.loop)
+    try:
+        return future.result(seconds)
+    except concurrent.futures.TimeoutError:
+        if future.cancel():
+            return False
+        return future.result()  # it was acquired meanwhile: keep it
 
 
 class LocalBox(BaseBox):
@@ -186,17 +201,68 @@ class LocalBox(BaseBox):
         return await self._acall(ops.start(self._state, self._config()))
 
     def stop(self) -> CodeBoxStatus:
-        self._call(self._stop_op())
-        self._sync.close()
+        if not self._sync_lock.acquire(blocking=False):
+            self._end_the_run(lambda: self.interrupt(),
+                              lambda seconds: self._sync_lock.acquire(timeout=seconds))
+        try:
+            self._slot.settle()
+            self._use_sync().run(self._stop_op())
+            self._sync.close()
+        finally:
+            self._sync_lock.release()
         return self._stopped()
 
     async def astop(self) -> CodeBoxStatus:
         driver = self._driver()
-        async with driver.lock:
+        if driver.lock.locked():
+            await asyncio.to_thread(self._end_the_run, lambda: self._sync.run(self._interrupt_op()),
+                                    lambda seconds: _acquire(driver, seconds))
+        else:
+            await driver.lock.acquire()
+        try:
             await self._slot.asettle()
             await driver.run(self._stop_op())
             await driver.close()
+        finally:
+            driver.lock.release()
         return self._stopped()
+
+    def _end_the_run(self, interrupt: Callable[[], Any], take: Callable[[float], bool]) -> None:
+        """Take the box's lock from a run (or stream) in another thread or task, so that
+        `stop` never waits for it: interrupt the run; if it ignores that, delete its kernel
+        from under it.
+
+        Raises:
+            CodeBoxError: The run still holds the box.
+        """
+        grace = self.settings.interrupt_timeout
+        for end in (interrupt, self._delete_kernel):
+            try:
+                end()
+            except CodeBoxError as exc:
+                logger.warning("%r: could not end the run in progress: %s", self, exc)
+            if take(grace):
+                return
+        if not take(self.settings.timeout):
+            raise CodeBoxError("stop(): an operation in progress holds the box and does not end")
+
+    def _interrupt_op(self) -> ops.Op:
+        return ops.interrupt(self._state, self._config())
+
+    def _delete_kernel(self) -> None:
+        """Delete the kernel over a connection of its own (the box's is busy), and cut the
+        box's websockets, so that the run waiting on them ends."""
+        st = self._state
+        if st.address is not None and st.kernel_id is not None:
+            driver = SyncDriver(self._gateway_address, lambda: None)
+            try:
+                driver.run(ops.http(st, "delete the kernel", "DELETE",
+                                    f"/api/kernels/{st.kernel_id}"))
+            finally:
+                driver.close()
+        self._sync.drop_connection()
+        if self._async is not None:
+            self._async.abort()
 
     def status(self) -> CodeBoxStatus:
         return ops.status(self._state)
