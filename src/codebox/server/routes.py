@@ -174,7 +174,7 @@ async def download(
     manager = manager_of(request)
     size, content = await operate(manager, session, lambda: open_download(session.box, name))
     return FollowedStream(
-        held_while_sent(manager, session, content),
+        held_while_sent(session, content),
         media_type="application/octet-stream",
         headers={"Content-Disposition": _content_disposition(name), "Content-Length": str(size)},
     )

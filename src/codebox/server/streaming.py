@@ -21,7 +21,7 @@ from .errors import status_for
 
 if TYPE_CHECKING:
     from ..local import LocalBox
-    from .sessions import Session, SessionManager
+    from .sessions import Session
 
 T = TypeVar("T")
 
@@ -158,15 +158,19 @@ async def _bytes_of(reader: AsyncGenerator[int | bytes | memoryview, None]) -> A
         await reader.aclose()
 
 
-async def held_while_sent(
-    manager: SessionManager, session: Session, content: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    """``content``, with the session held (not culled) until it is sent or the client left."""
-    async with manager.use(session):
-        try:
-            async for part in content:
-                yield part
-        finally:
-            aclose = getattr(content, "aclose", None)
-            if aclose is not None:
-                await aclose()
+async def held_while_sent(session: Session, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``content``, with the session kept from culling until it is sent or the client left.
+
+    Not `SessionManager.use`: that may reset the session's box, whose lock the read holds.
+    """
+    session.busy += 1
+    try:
+        async for part in content:
+            session.touch()
+            yield part
+    finally:
+        session.busy -= 1
+        session.touch()
+        aclose = getattr(content, "aclose", None)
+        if aclose is not None:
+            await aclose()
