@@ -34,12 +34,12 @@ def codebox_server(tmp_path_factory):
         yield srv
 
 
-def new_box(backend: str, request: pytest.FixtureRequest) -> Any:
-    """A box of ``backend``, not started."""
+def new_box(backend: str, request: pytest.FixtureRequest, **options: Any) -> Any:
+    """A box of ``backend``, not started; ``options`` are those both boxes take (``env``)."""
     if backend == "local":
-        return LocalBox()
+        return LocalBox(**options)
     server = request.getfixturevalue("codebox_server")
-    return CodeBox(api_key=SERVER_KEY, base_url=server.base_url)
+    return CodeBox(api_key=SERVER_KEY, base_url=server.base_url, **options)
 
 
 @pytest.fixture(scope="module", params=COMBINATIONS, ids=IDS)
@@ -63,13 +63,14 @@ def fresh_box(request):
 
 @pytest.fixture(params=COMBINATIONS, ids=IDS)
 def make_box(request):
-    """Makes started boxes of one backend and flavour (stopped after the test)."""
+    """Makes started boxes of one backend and flavour (stopped after the test); keyword
+    options go to the box (``env``)."""
     backend, kind = request.param
     made: list[Flavour] = []
     loop = asyncio.new_event_loop() if kind == "async" else None
 
-    def make() -> Flavour:
-        flavour = Flavour(new_box(backend, request), kind)
+    def make(**options: Any) -> Flavour:
+        flavour = Flavour(new_box(backend, request, **options), kind)
         if loop is not None:
             flavour.loop.close()
             flavour.loop = loop  # boxes of one test share a loop, so they can run together

@@ -19,14 +19,15 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._commands import AsyncCommandStream, Command, CommandStream, check_env, check_timeout
 from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
-from ..base import BaseBox, Content, OnOutput, code_to_run
+from ..base import BaseBox, Content, OnOutput, OnProgress, code_to_run
 from ..errors import CodeBoxError
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult
 from ..settings import CodeBoxSettings
 from . import _kernel_ops as ops
 from ._drivers import AsyncDriver, Done, SyncDriver
@@ -59,6 +60,8 @@ class LocalBox(BaseBox):
         gateway_url: A running Kernel Gateway or Enterprise Gateway to use instead of
             spawning one.
         gateway_token: The auth token of that gateway.
+        env: Environment variables set in the kernel at start (and after every restart):
+            the code and every command it runs see them.
         settings: Settings for this box (default: read from ``CODEBOX_*`` and ``.env``).
     """
 
@@ -71,9 +74,11 @@ class LocalBox(BaseBox):
         kernel_name: str | None = None,
         gateway_url: str | None = None,
         gateway_token: str | None = None,
+        env: Mapping[str, str] | None = None,
         settings: CodeBoxSettings | None = None,
     ) -> None:
         super().__init__(settings=settings)
+        self._env = check_env(env)
         s = self.settings
         self._gateway_url = (gateway_url or s.gateway_url or "").rstrip("/") or None
         self._gateway_token = gateway_token if gateway_token is not None else s.gateway_token
@@ -149,6 +154,7 @@ class LocalBox(BaseBox):
             interrupt_timeout=s.interrupt_timeout,
             output_limit=s.output_limit,
             chunk_size=s.chunk_size,
+            env=self._env,
         )
 
     def _use_sync(self) -> SyncDriver:
@@ -340,27 +346,35 @@ class LocalBox(BaseBox):
     # -- files -------------------------------------------------------------------------
 
     def upload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         op = ops.upload(self._state, self._config(), file_name, content,
-                        timeout or self.settings.timeout)
+                        timeout or self.settings.timeout, on_progress)
         return self._call(op)
 
     async def aupload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         op = ops.upload(self._state, self._config(), file_name, content,
-                        timeout or self.settings.timeout)
+                        timeout or self.settings.timeout, on_progress)
         return await self._acall(op)
 
-    def download(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    def download(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         op = ops.download(self._state, self._config(), file_name,
-                          timeout or self.settings.timeout)
+                          timeout or self.settings.timeout, on_progress)
         return self._call(op)
 
-    async def adownload(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    async def adownload(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         op = ops.download(self._state, self._config(), file_name,
-                          timeout or self.settings.timeout)
+                          timeout or self.settings.timeout, on_progress)
         return await self._acall(op)
 
     async def _aread(
@@ -393,3 +407,89 @@ class LocalBox(BaseBox):
 
     async def alist_files(self) -> list[CodeBoxFile]:
         return await self._acall(ops.list_files(self._state, self._config()))
+
+    def remove(self, path: str) -> CodeBoxStatus:
+        return self._call(ops.remove(self._state, self._config(), path))
+
+    async def aremove(self, path: str) -> CodeBoxStatus:
+        return await self._acall(ops.remove(self._state, self._config(), path))
+
+    def rename(self, source: str, destination: str) -> CodeBoxFile:
+        return self._call(ops.rename(self._state, self._config(), source, destination))
+
+    async def arename(self, source: str, destination: str) -> CodeBoxFile:
+        return await self._acall(ops.rename(self._state, self._config(), source, destination))
+
+    def make_dir(self, path: str) -> CodeBoxFile:
+        return self._call(ops.make_dir(self._state, self._config(), path))
+
+    async def amake_dir(self, path: str) -> CodeBoxFile:
+        return await self._acall(ops.make_dir(self._state, self._config(), path))
+
+    def exists(self, path: str) -> bool:
+        return self._call(ops.exists(self._state, self._config(), path))
+
+    async def aexists(self, path: str) -> bool:
+        return await self._acall(ops.exists(self._state, self._config(), path))
+
+    def file_info(self, path: str) -> CodeBoxFile:
+        return self._call(ops.file_info(self._state, self._config(), path))
+
+    async def afile_info(self, path: str) -> CodeBoxFile:
+        return await self._acall(ops.file_info(self._state, self._config(), path))
+
+    # -- shell commands ----------------------------------------------------------------
+
+    def _shell_op(self, command: Command, timeout: float | None, cwd: str | None,
+                  env: Mapping[str, str] | None) -> ops.Op:
+        limit = check_timeout(timeout) or self.settings.run_timeout
+        return ops.shell(self._state, self._config(), command, timeout=limit, cwd=cwd, env=env)
+
+    def shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        return self._call(self._shell_op(command, timeout, cwd, env), on_output)
+
+    async def ashell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        return await self._acall(self._shell_op(command, timeout, cwd, env), on_output)
+
+    def stream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandStream:
+        op = self._shell_op(command, timeout, cwd, env)
+        return CommandStream(self._slot, lambda: self._use_sync().steps(op),
+                             lambda: self._sync_lock)
+
+    def astream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncCommandStream:
+        op = self._shell_op(command, timeout, cwd, env)
+
+        async def begin() -> AsyncGenerator[Any, None]:
+            return self._driver().steps(op)
+
+        return AsyncCommandStream(self._slot, begin, lambda: self._driver().lock)

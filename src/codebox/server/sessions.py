@@ -140,8 +140,9 @@ class SessionManager:
         """Sessions held by ``owner``, counting those being started."""
         return sum(s.owner == owner for s in self._sessions.values()) + self._reserved.get(owner, 0)
 
-    async def create(self, owner: str) -> Session:
-        """Start a session for ``owner``: a box with a running kernel.
+    async def create(self, owner: str, env: dict[str, str] | None = None) -> Session:
+        """Start a session for ``owner``: a box with a running kernel (with ``env`` set in
+        it).
 
         Raises:
             TooManySessions: ``owner`` holds ``max_sessions_per_key`` sessions already.
@@ -165,6 +166,7 @@ class SessionManager:
                 working_dir=directory,
                 gateway_url=self.gateway_url,
                 gateway_token=self.gateway_token,
+                env=env,
                 settings=self.box_settings,
             )
             session = Session(session_id, owner, box, directory, self._generation)

@@ -16,7 +16,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..errors import CodeBoxError
-from ..schema import CodeBoxOutput, OutputChunk
+from ..schema import CodeBoxOutput, CommandResult, OutputChunk
 from .errors import status_for
 
 if TYPE_CHECKING:
@@ -80,12 +80,13 @@ def end_with_error(exc: BaseException) -> dict[str, Any]:
 
 
 async def run_lines(
-    start: Callable[[Callable[[OutputChunk], None]], Awaitable[CodeBoxOutput]],
+    start: Callable[[Callable[[OutputChunk], None]], Awaitable[CodeBoxOutput | CommandResult]],
+    key: str = "output",
 ) -> AsyncIterator[bytes]:
     """The NDJSON lines of a run: one per chunk as produced, then ``{"type": "end",
     "output": ...}``, or ``{"type": "end", "error": {"status", "detail"}}`` if the server or
-    the box failed. ``start(on_output)`` runs the code. Closing the iterator early cancels
-    the run."""
+    the box failed. ``start(on_output)`` runs the code (or the shell command, whose result
+    comes as ``key="result"``). Closing the iterator early cancels the run."""
     queue: asyncio.Queue[OutputChunk | None] = asyncio.Queue()
     task = asyncio.ensure_future(start(queue.put_nowait))
     task.add_done_callback(lambda _: queue.put_nowait(None))
@@ -97,7 +98,7 @@ async def run_lines(
         except Exception as exc:  # noqa: BLE001 - every failure ends the stream, said so
             yield line(end_with_error(exc))
         else:
-            yield line({"type": "end", "output": output.model_dump(mode="json")})
+            yield line({"type": "end", key: output.model_dump(mode="json")})
     finally:
         if not task.done():
             await _finish(task)
