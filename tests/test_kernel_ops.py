@@ -186,3 +186,24 @@ def test_stop_releases_everything_even_for_a_kernel_already_gone():
     assert kernel.drive(ops.stop(st, CFG, remove_root=False)) == "stopped"
     assert any(isinstance(r, ops.ReleaseGateway) for r in kernel.requests)
     assert kernel.paths()[-1] == "/api/kernels/k1" and st.kernel_id is None
+
+
+def test_deadlines_follow_the_injected_clock(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(ops, "clock", lambda: now[0])
+    waits: list = []
+
+    class Slow(ScriptedKernel):
+        def answer(self, req):
+            if isinstance(req, ops.Recv) and self.last_run:
+                waits.append(req.timeout)
+                now[0] += 4.0  # each message takes 4 s of the run's 10
+            return super().answer(req)
+
+    kernel = Slow(on_run=lambda msg_id: [
+        *(frame("stream", {"name": "stdout", "text": f"{i}\n"}, msg_id) for i in range(2)),
+        *finished(msg_id)])
+    out = kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=10))
+    # Each wait is what is left of the run's 10 s on that clock, never below zero.
+    assert waits == [10.0, 6.0, 2.0, 0.0]
+    assert out.stdout == "0\n1\n"
