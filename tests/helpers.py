@@ -41,6 +41,29 @@ def alive(pid: int) -> bool:
         return False
 
 
+def kernel_host_pid(run) -> int:
+    """The host pid of a kernel, found through a file it holds open: a sandboxed kernel
+    knows only its pid inside its own pid namespace. ``run(code)`` returns the text result
+    of running ``code`` in the box."""
+    name = f"pid-marker-{os.urandom(6).hex()}"
+    path = run(f"import os\n_pid_marker = open({name!r}, 'w')\nos.path.abspath({name!r})")
+    path = path.strip("'")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == path:
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no process holds {path} open")
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05):
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -370,19 +370,11 @@ class LocalBox(BaseBox):
     async def arestart(self) -> CodeBoxStatus:
         return await self._acall(ops.restart(self._state, self._config()))
 
-    def _check_install(self) -> None:
-        if self._sandbox is not None and not self._sandbox.network:
-            raise CodeBoxError(
-                "install needs the network, and this box's sandbox has none: use "
-                "Sandbox(network=True) to let pip download packages")
-
     def install(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
-        self._check_install()
         op = ops.install(self._state, self._config(), package_names, timeout or INSTALL_TIMEOUT)
         return self._call(op)
 
     async def ainstall(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
-        self._check_install()
         op = ops.install(self._state, self._config(), package_names, timeout or INSTALL_TIMEOUT)
         return await self._acall(op)
 

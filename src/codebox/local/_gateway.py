@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GatewayError
+from ..sandbox import resolve
 from ..settings import CodeBoxSettings
 from . import _sandbox
 from ._gateway_app import READY
@@ -32,6 +33,8 @@ from ._gateway_app import READY
 log = logging.getLogger(__name__)
 
 _GATEWAY_APP = str(Path(__file__).with_name("_gateway_app.py"))
+# "The sandbox policy of the settings": the default of a user that does not name one.
+_FROM_SETTINGS: Any = object()
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class SharedGateway:
         atexit.register(self.close)
 
     def acquire(
-        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = None
+        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = _FROM_SETTINGS
     ) -> GatewayAddress:
         """Count one more user and return the gateway's address, spawning it if needed (with
         the settings of this first user; its kind of kernel — ``sandbox`` policy or a plain
@@ -181,7 +184,7 @@ class SharedGateway:
                 raise
 
     def current(
-        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = None
+        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = _FROM_SETTINGS
     ) -> GatewayAddress:
         """The address for a user that already holds the gateway (respawned if it died)."""
         with self._lock:
@@ -195,6 +198,9 @@ class SharedGateway:
             if proc is not None:
                 log.warning("the Kernel Gateway (pid %s) died; starting a new one", proc.pid)
                 proc.close(0.1)
+            if sandbox is _FROM_SETTINGS:
+                policy = resolve(None, settings.sandbox)
+                sandbox = policy.policy() if policy is not None else None
             started = time.monotonic()
             self._process = proc = GatewayProcess(
                 start_timeout=settings.start_timeout,

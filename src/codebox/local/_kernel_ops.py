@@ -446,6 +446,9 @@ def install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
             raise ValueError(f"not a package name: {name!r}")
     if not names:
         raise ValueError("install() needs at least one package name")
+    if cfg.sandbox is not None and not cfg.sandbox.get("network"):
+        raise CodeBoxError("install needs the network, and this box's sandbox has none: use "
+                           "Sandbox(network=True) to let pip download packages")
     yield from ensure_kernel(st, cfg)
     (result,) = yield from call(st, snippet("install", root=st.root, packages=list(names)),
                                 timeout, "install")
