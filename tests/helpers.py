@@ -10,21 +10,35 @@ from pathlib import Path
 
 
 def processes_with(name: str, value: str) -> list[tuple[int, str]]:
-    """Processes (pid, command line) whose environment holds ``name=value``."""
+    """Processes (pid, command line) whose environment holds ``name=value``, and their
+    descendants (a sandboxed kernel's environment is rebuilt from nothing)."""
     needle = f"{name}={value}".encode()
-    found = []
+    marked: set[int] = set()
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
+            parents[pid] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            commands[pid] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                marked.add(pid)
+        except (OSError, IndexError, ValueError):
             continue
-        if cmd:
-            found.append((int(entry.name), cmd))
-    return found
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            if pid in marked:
+                return True
+            seen.add(pid)
+            pid = parents[pid]
+        return False
+
+    return [(pid, cmd.strip()) for pid, cmd in commands.items()
+            if cmd.strip() and descends(pid)]
 
 
 def our_processes(marker: str | None = None) -> list[tuple[int, str]]:

@@ -88,9 +88,6 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         km.transport = "ipc"
         km.ip = os.path.join(dirs["ipc"], "k")
         km.cache_ports = False
-        # bwrap itself runs outside, in the gateway's environment (a pool's request carries
-        # only the policy); the kernel's own environment is rebuilt from nothing.
-        kwargs["env"] = {**os.environ, **env}
         kwargs = await super().pre_launch(**kwargs)
         inside = _sandbox.kernel_env(policy, home=dirs["home"], site=dirs["site"], extra={
             "CODEBOX_WORK_DIR": dirs["work"]}, python_bin=os.path.dirname(kwargs["cmd"][0]))
@@ -101,6 +98,9 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         self._launches += 1
         self._cgroups = _sandbox.Cgroups(f"codebox-{self.kernel_id}-{self._launches}", policy)
         kwargs["cmd"] = self._cgroups.wrap(argv)
+        # Not even bwrap gets the gateway's environment: its first child is the sandbox's
+        # pid 1, whose /proc/1/environ the kernel can read.
+        kwargs["env"] = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": "C.UTF-8"}
         kwargs["cwd"] = str(self._box_dir)
         self.log.debug("codebox sandbox for kernel %s: %s", self.kernel_id, kwargs["cmd"])
         return kwargs
