@@ -21,6 +21,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ from ._drivers import AsyncDriver, Done, SyncDriver
 from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
+_PROBE = ThreadPoolExecutor(1, thread_name_prefix="codebox-sandbox-probe")
 
 logger = logging.getLogger(__name__)
 
@@ -151,15 +153,18 @@ class LocalBox(BaseBox):
     def _gateway_address(self) -> GatewayAddress:
         if self._gateway_url is not None:
             return GatewayAddress(self._gateway_url, self._gateway_token)
-        if self._sandbox is not None:
-            try:
-                _sandbox.check()
-            except _sandbox.Unavailable as exc:
-                raise SandboxUnavailableError(f"cannot sandbox the kernel: {exc}") from None
         if self._holds_gateway:
             return shared_gateway.current(self.settings, self._policy())
+        # Whether bwrap works here is found out (once per process) while the gateway starts.
+        probe = _PROBE.submit(_sandbox.check) if self._sandbox is not None else None
         address = shared_gateway.acquire(self.settings, self._policy())
         self._holds_gateway = True
+        if probe is not None:
+            try:
+                probe.result()
+            except _sandbox.Unavailable as exc:
+                self._release_gateway()
+                raise SandboxUnavailableError(f"cannot sandbox the kernel: {exc}") from None
         return address
 
     def _release_gateway(self) -> None:

@@ -321,10 +321,25 @@ def _watch_parent(app: Any) -> None:
     timer.start()
 
 
+def _bare_packages(here: str) -> None:
+    """Register ``codebox`` and ``codebox.local`` as bare packages. The kernel manager loads
+    the sandbox provisioner (``codebox.local._provisioner``, standard library and
+    jupyter_client only) from there; the package's ``__init__`` (pydantic, httpx, ...: ~0.3 s
+    before the first sandboxed kernel) is not needed here."""
+    import types
+
+    for name, path in (("codebox", os.path.dirname(here)), ("codebox.local", here)):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = [path]
+            sys.modules[name] = module
+
+
 def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.meta_path.insert(0, _BlockSlowImports())
+    _bare_packages(here)
     line = sys.stdin.buffer.readline()
     if not line:
         sys.exit("codebox gateway: no settings on stdin")
