@@ -34,7 +34,7 @@ from . import _sandbox
 NAME = _sandbox.KERNEL_NAME
 
 
-class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
+class SandboxProvisioner(LocalProvisioner):
     """Launches the kernelspec's command inside a bubblewrap sandbox (see `_sandbox`)."""
 
     trusted = Bool(False, config=True,

