@@ -79,8 +79,13 @@ class SandboxProvisioner(LocalProvisioner):
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         env = dict(kwargs.get("env") or os.environ)
-        policy = self._policy_from(env)
-        bwrap = _sandbox.check()
+        try:
+            policy = self._policy_from(env)
+        except (ValueError, TypeError, PermissionError) as exc:
+            raise _refused(exc) from None
+        # No probe run here (~0.1 s before the first kernel): a box checks bwrap before it
+        # asks for a sandbox; elsewhere a bwrap that cannot run fails the kernel's start.
+        bwrap = _sandbox.find_bwrap()
         dirs = self._make_dirs(policy)
         km = self.parent
         assert km is not None  # a provisioner always belongs to a kernel manager
@@ -114,3 +119,14 @@ class SandboxProvisioner(LocalProvisioner):
         if not restart and self._box_dir is not None:
             shutil.rmtree(self._box_dir, ignore_errors=True)
             self._box_dir = None
+
+
+def _refused(exc: Exception) -> Exception:
+    """A refused policy as the HTTP error a Jupyter server passes on to its client (403 or
+    400 with the reason), instead of an anonymous 500."""
+    try:
+        from tornado.web import HTTPError
+    except ImportError:
+        return exc
+    status = 403 if isinstance(exc, PermissionError) else 400
+    return HTTPError(status, f"codebox sandbox: {exc}".replace("%", "%%"))

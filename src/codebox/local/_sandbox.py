@@ -288,6 +288,7 @@ class Cgroups:
             if limit is None:
                 continue
             for base, files in _cgroup_bases(controller):
+                _sweep(base)
                 target = base / name
                 try:
                     target.mkdir(exist_ok=True)
@@ -335,6 +336,19 @@ class Cgroups:
         for d in self.dirs:
             _rmdir(d)
         self.dirs = []
+
+
+def _sweep(base: Path, age: float = 60.0) -> None:
+    """Remove the empty cgroups of sandboxes whose gateway was killed before it could. A
+    cgroup with a process in it cannot be removed; a young one may be about to get one."""
+    import time
+
+    try:
+        stale = [d for d in base.glob("codebox-*") if time.time() - d.stat().st_mtime > age]
+    except OSError:
+        return
+    for path in stale:
+        _rmdir(path)
 
 
 def _rmdir(path: Path) -> None:
