@@ -22,7 +22,8 @@ from tests.sandbox.conftest import probe
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stock")
-    _sandbox.write_kernelspec(tmp / "share")  # untrusted, the default
+    # Untrusted (the default), with a ceiling of its own.
+    _sandbox.write_kernelspec(tmp / "share", policy={"max_processes": 100})
     token = secrets.token_hex(16)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,13 +66,17 @@ def test_a_stock_gateway_runs_the_sandbox_with_the_requested_policy(gateway):
         assert box.download("f.txt").content == b"through the kernel"
 
 
-def test_an_untrusting_kernelspec_refuses_host_paths(gateway):
+@pytest.mark.parametrize("policy, refused", [
+    (Sandbox(read_only_paths=["/"], max_processes=10), "read_only_paths"),
+    (Sandbox(network=True, max_processes=10), "no network"),
+    (Sandbox(max_processes=101), "max_processes up to 100"),
+])
+def test_an_untrusting_kernelspec_is_a_ceiling(gateway, policy, refused):
     url, token = gateway
-    box = LocalBox(gateway_url=url, gateway_token=token,
-                   sandbox=Sandbox(read_only_paths=["/"]))
+    box = LocalBox(gateway_url=url, gateway_token=token, sandbox=policy)
     try:
         with pytest.raises(CodeBoxError) as info:
             box.start()
-        assert "read_only_paths" in str(info.value), info.value
+        assert refused in str(info.value) and info.value.http_status == 403, info.value
     finally:
         box.stop()

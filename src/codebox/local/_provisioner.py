@@ -5,9 +5,10 @@ server where codebox is installed (our spawned gateway, a Kernel Gateway, Jupyte
 use it: a kernelspec names it in ``metadata.kernel_provisioner``. The policy of a kernel is
 the kernelspec's ``config.policy``, overridden field by field by the JSON in the
 kernel-create request's env variable ``KERNEL_CODEBOX_SANDBOX`` (the gateways pass
-``KERNEL_*`` variables on). Fields that grant host paths (``read_only_paths``, ``work_dir``)
-are taken from the request only when the kernelspec says ``"trusted": true`` (the gateway a
-box spawns for itself); otherwise a client could ask for ``/`` to be bound in.
+``KERNEL_*`` variables on). Unless the kernelspec says ``"trusted": true`` (the gateway a
+box spawns for itself), its policy is a ceiling: a request may tighten the limits but not
+loosen them, nor ask for the network or for host paths (else a client could have ``/``
+bound in).
 
 Each kernel gets a directory of its own (``<runtime dir>/codebox-boxes/<kernel id>``, mode
 0700): ``work`` (its working directory, unless the policy names one), ``home`` (``HOME``,
@@ -47,19 +48,27 @@ class SandboxProvisioner(LocalProvisioner):
     _launches = 0
 
     def _policy_from(self, env: dict[str, str]) -> dict[str, Any]:
-        policy = dict(self.policy)
+        base = _sandbox.normalize(self.policy)
         raw = env.get(_sandbox.POLICY_ENV)
-        if raw:
-            requested = json.loads(raw)
-            if not isinstance(requested, dict):
-                raise ValueError(f"{_sandbox.POLICY_ENV} must be a JSON object")
-            if not self.trusted:
-                for key in _sandbox.PATH_FIELDS:
-                    if requested.get(key):
-                        raise PermissionError(
-                            f"the {NAME} kernelspec does not take {key} from a request")
-            policy.update(requested)
-        return _sandbox.normalize(policy)
+        if not raw:
+            return base
+        requested = json.loads(raw)
+        if not isinstance(requested, dict):
+            raise ValueError(f"{_sandbox.POLICY_ENV} must be a JSON object")
+        policy = _sandbox.normalize({**base, **requested})
+        if not self.trusted:
+            # The kernelspec's policy is the ceiling: a request may only tighten it.
+            for key in _sandbox.PATH_FIELDS:
+                if requested.get(key):
+                    raise PermissionError(
+                        f"the {NAME} kernelspec does not take {key} from a request")
+            if policy["network"] and not base["network"]:
+                raise PermissionError(f"the {NAME} kernelspec gives no network")
+            for key in ("memory_mb", "max_processes", "disk_mb"):
+                if base[key] is not None and (policy[key] is None or policy[key] > base[key]):
+                    raise PermissionError(
+                        f"the {NAME} kernelspec allows {key} up to {base[key]}")
+        return policy
 
     def _make_dirs(self, policy: dict[str, Any]) -> dict[str, str]:
         if self._box_dir is None:
