@@ -119,3 +119,12 @@ def test_serving_without_a_sandbox_warns_loudly():
                                        "--host", "0.0.0.0"])
     assert result.exit_code != 0
     assert "WITHOUT a sandbox" in result.output
+
+
+def test_serve_reads_keys_from_a_file_and_names_an_unreadable_one(tmp_path):
+    from click.testing import CliRunner
+
+    from codebox.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--api-key-file", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "cannot read the API key file" in result.output
