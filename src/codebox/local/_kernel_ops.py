@@ -12,6 +12,7 @@ re-raise.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from ..schema import CodeBoxFile, CodeBoxStatus, ExecError, OutputChunk
 from . import _jupyter as jupyter
 from ._gateway import GatewayAddress
 from ._jupyter import Execution, Message, decode_frame
+from ._sandbox import KERNEL_NAME as SANDBOX_KERNEL
+from ._sandbox import POLICY_ENV as SANDBOX_POLICY_ENV
 from ._snippets import DATA_MSG_TYPE, snippet
 
 OnProgress = Callable[[int, int], Any]
@@ -122,6 +125,7 @@ class KernelConfig:
     output_limit: int | None = None
     chunk_size: int = 8 * 1024 * 1024
     env: dict[str, str] = field(default_factory=dict)  # set in the kernel at every setup
+    sandbox: dict[str, Any] | None = None  # the policy of a sandboxed kernel (see _sandbox)
 
 
 @dataclass
@@ -179,7 +183,7 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         st.kernel_id = yield from _pooled_kernel(st, cfg)
         if st.kernel_id is None:
             body = yield from http(st, "start a kernel", "POST", "/api/kernels",
-                                   {"name": cfg.kernel_name}, cfg.start_timeout)
+                                   _kernel_request(cfg), cfg.start_timeout)
             st.kernel_id = body["id"]
         st.needs_setup = True
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
@@ -196,9 +200,18 @@ def _pooled_kernel(st: KernelState, cfg: KernelConfig) -> Op:
     assert st.address is not None
     if not st.address.pool:
         return None
-    status, body = yield Http(st.address, "POST", "/codebox/pool", {"name": cfg.kernel_name},
-                              cfg.timeout)
+    status, body = yield Http(st.address, "POST", "/codebox/pool",
+                              {"name": cfg.kernel_name, "sandbox": cfg.sandbox}, cfg.timeout)
     return body["id"] if status == 200 and isinstance(body, dict) else None
+
+
+def _kernel_request(cfg: KernelConfig) -> dict[str, Any]:
+    """The body of ``POST /api/kernels``: a sandbox is the ``codebox-sandbox`` kernelspec,
+    its policy in the env (gateways pass ``KERNEL_*`` variables to the provisioner)."""
+    if cfg.sandbox is None:
+        return {"name": cfg.kernel_name}
+    policy = json.dumps(cfg.sandbox, sort_keys=True)
+    return {"name": SANDBOX_KERNEL, "env": {SANDBOX_POLICY_ENV: policy}}
 
 
 def call(st: KernelState, code: str, timeout: float | None, what: str,
@@ -433,6 +446,9 @@ def install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
             raise ValueError(f"not a package name: {name!r}")
     if not names:
         raise ValueError("install() needs at least one package name")
+    if cfg.sandbox is not None and not cfg.sandbox.get("network"):
+        raise CodeBoxError("install needs the network, and this box's sandbox has none: use "
+                           "Sandbox(network=True) to let pip download packages")
     yield from ensure_kernel(st, cfg)
     (result,) = yield from call(st, snippet("install", root=st.root, packages=list(names)),
                                 timeout, "install")

@@ -38,7 +38,7 @@ finally:
 _BODIES = {
     "setup": """\
     os.environ.update(args.get("env") or {})
-    root = args["root"]
+    root = args["root"] or os.environ.get("CODEBOX_WORK_DIR")  # a sandbox's own directory
     if root is None:
         import tempfile
         root = tempfile.mkdtemp(prefix="codebox-")
@@ -112,7 +112,9 @@ _BODIES = {
     import subprocess, sys
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
-         "--no-input", *args["packages"]],
+         "--no-input", *args["packages"],
+         # In a sandbox the Python installation is read-only: packages go into the box.
+         *(["--target", os.environ["CODEBOX_SITE"]] if os.environ.get("CODEBOX_SITE") else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         text=True, errors="replace",
     )

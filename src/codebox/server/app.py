@@ -42,7 +42,16 @@ def create_app(
     """
     settings = settings if settings is not None else ServerSettings()
     settings.check_security()
-    manager = SessionManager(settings, box_settings or CodeBoxSettings())
+    box_settings = box_settings or CodeBoxSettings()
+    # The server decides whether its sessions are sandboxed, not the boxes' own settings.
+    policy = settings.sandbox_policy()
+    update: dict[str, object] = {"sandbox": policy or False}
+    if policy is not None:
+        # A sandboxed session's kernel is bound to the session's directory when it starts,
+        # so none can be started ahead: no warm pool.
+        update["pool_size"] = 0
+    box_settings = box_settings.model_copy(update=update)
+    manager = SessionManager(settings, box_settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
