@@ -36,7 +36,7 @@ from ._gateway import GatewayAddress
 from ._jupyter import Execution, Message, decode_frame
 from ._sandbox import KERNEL_NAME as SANDBOX_KERNEL
 from ._sandbox import POLICY_ENV as SANDBOX_POLICY_ENV
-from ._snippets import DATA_MSG_TYPE, snippet
+from ._snippets import DATA_MSG_TYPE, partial_name, snippet
 
 OnProgress = Callable[[int, int], Any]
 """Called with ``(done_bytes, total_bytes)`` as a transfer goes on."""
@@ -471,6 +471,7 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     size, step = len(data), cfg.chunk_size
     offsets = range(0, size, step) if size else [0]
     what = f"upload {name!r}"
+    part = partial_name(name.rsplit("/", 1)[-1])
     calls: dict[str, _Call] = {}
     sizes: dict[str, int] = {}
     done = 0
@@ -488,7 +489,7 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     try:
         # Two chunks in flight: the next one travels while the kernel writes this one.
         for offset in offsets:
-            code = snippet("write", root=st.root, name=name, first=offset == 0,
+            code = snippet("write", root=st.root, name=name, part=part, first=offset == 0,
                            last=offset + step >= size)
             chunk = data[offset:offset + step]
             sizes[(yield from submit(st, calls, code, (chunk,) if size else ()))] = len(chunk)
@@ -498,7 +499,8 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
             yield from written()
     except BaseException:
         try:
-            yield from call(st, snippet("abort_write", root=st.root, name=name), 5.0, "clean up")
+            yield from call(st, snippet("abort_write", root=st.root, name=name, part=part),
+                            5.0, "clean up")
         except CodeBoxError:
             pass
         raise
