@@ -87,11 +87,11 @@ def _is_error_body(body: bytes) -> bool:
     ("/install", "application/json", b'{"package_names": ["\\ud800"]}'),
     ("/upload", "multipart/form-data; boundary=x", b"garbage\r\n--x--\r\n"),
     ("/upload", "multipart/form-data; boundary=x",
-     b'--x\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * 20000
-     + b'"\r\n\r\nhi\r\n--x--\r\n'),
+     (b'--x\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * 20000
+      + b'"\r\n\r\nhi\r\n--x--\r\n')),
     ("/upload", "multipart/form-data; boundary=x",
-     b'--x\r\nContent-Disposition: form-data; name="file"; filename="bell\x07"\r\n\r\nhi\r\n'
-     b"--x--\r\n"),
+     (b'--x\r\nContent-Disposition: form-data; name="file"; filename="bell\x07"\r\n\r\n'
+      b"hi\r\n--x--\r\n")),
 ])
 def test_bad_input_is_a_4xx_with_an_error_body_and_the_connection_lives_on(
         server, session, path, content_type, body):

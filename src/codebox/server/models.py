@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 def _well_formed(value: str) -> str:
@@ -49,10 +49,21 @@ class RunRequest(BaseModel):
     )
 
 
+PackageName = Annotated[str, Field(pattern=r"^[^\s-]", description="A pip requirement; "
+                                   "not an option (no leading `-`)."),
+                        AfterValidator(_well_formed)]
+
+
 class InstallRequest(BaseModel):
-    package_name: Text | None = Field(None, description="One package (core protocol).")
-    package_names: list[Text] | None = Field(
-        None, description="Several packages; used instead of `package_name` when given."
+    # One of the two is needed (the endpoint says so too; this tells the OpenAPI document).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("package_name", "package_names")]})
+
+    package_name: PackageName | None = Field(None, description="One package (core protocol).")
+    package_names: list[PackageName] | None = Field(
+        None, min_length=1,
+        description="Several packages; used instead of `package_name` when given.",
     )
 
 
