@@ -219,3 +219,36 @@ def test_the_openapi_document_describes_every_error(server):
                 for status in ("401", "404", "408", "413", "422"):
                     ref = operation["responses"][status]["content"]["application/json"]
                     assert ref["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def test_a_sessions_kernel_deleted_on_the_gateway_is_reported_once_and_replaced(
+        tmp_path_factory):
+    from codebox import CodeBoxSettings
+    from codebox.local._gateway import shared_gateway
+
+    address = shared_gateway.acquire(CodeBoxSettings())
+    try:
+        env = {"CODEBOX_SERVER_API_KEYS": KEY, "CODEBOX_SERVER_GATEWAY_URL": address.url,
+               "CODEBOX_SERVER_GATEWAY_TOKEN": address.token or ""}
+        gateway = httpx.Client(base_url=address.url, trust_env=False,
+                               headers={"Authorization": f"token {address.token}"})
+        with running_server(tmp_path_factory, env=env) as srv, srv.client(KEY) as api, gateway:
+            sid = api.get("/codebox/start").json()["id"]
+            for route in ("run", "restart"):
+                kernel = api.post(f"/codebox/{sid}/run", json={"code": (
+                    "state = 1\nimport os\n"
+                    "os.path.basename(get_ipython().config['IPKernelApp']['connection_file'])"
+                )}).json()["content"].strip("'").removeprefix("kernel-").removesuffix(".json")
+                assert gateway.delete(f"/api/kernels/{kernel}").status_code == 204
+                started = time.monotonic()
+                if route == "run":
+                    out = api.post(f"/codebox/{sid}/run", json={"code": "1"}).json()
+                    assert out["error"]["name"] == "KernelDiedError", out
+                else:
+                    assert api.post(f"/codebox/{sid}/restart").status_code == 200
+                assert time.monotonic() - started < 30
+                out = api.post(f"/codebox/{sid}/run", json={"code": "'state' in dir()"}).json()
+                assert out["content"] == "False", out
+            api.post(f"/codebox/{sid}/stop")
+    finally:
+        shared_gateway.release()

@@ -302,6 +302,9 @@ def _build_app(settings: dict[str, Any]) -> Any:
     # A kernel that dies in its first 10 s is otherwise restarted on new ports, which
     # strands every open websocket to it: its messages go to the old ports, forever.
     config.KernelRestarter.random_ports_until_alive = False
+    # A kernel that does not exit when asked (stopped, stuck in C code) is killed after 1 s
+    # rather than 5: a run's deadline includes restarting such a kernel.
+    config.KernelManager.shutdown_wait_time = 1.0
     app = CodeBoxGatewayApp(config=config)
     app.initialize(argv=[])
     return app
