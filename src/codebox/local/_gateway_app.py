@@ -80,8 +80,16 @@ class KernelPool:
         task.add_done_callback(self._tasks.discard)
 
     async def start_one(self) -> None:
+        await self._launch(self._reserve())
+
+    def _reserve(self) -> _PoolEntry:
+        # Counted from now on, before its launch even begins: requests that come meanwhile
+        # must not start more kernels than the pool holds.
         entry = _PoolEntry()
         self.entries.append(entry)
+        return entry
+
+    async def _launch(self, entry: _PoolEntry) -> None:
         try:
             extra = {} if self.env is None else {"env": dict(self.env)}
             entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name, **extra)
@@ -111,7 +119,7 @@ class KernelPool:
 
     def fill(self) -> None:
         for _ in range(self.size - len(self.entries)):
-            self._spawn(self.start_one())
+            self._spawn(self._launch(self._reserve()))
 
     def take(self) -> str | None:
         kernel_id = None
