@@ -179,7 +179,8 @@ async def upload(session: SessionDep, request: Request) -> models.Uploaded:
 async def download(
     session: SessionDep,
     request: Request,
-    file_name: Annotated[str | None, Query(min_length=1, description="The file's relative path.")] = None,
+    file_name: Annotated[str | None, Query(min_length=1,
+                                           description="The file's relative path.")] = None,
     body: Annotated[models.DownloadRequest | None, Body()] = None,
 ) -> Response:
     """Read a file of the session (its name as a query parameter or in a JSON body); the
