@@ -120,6 +120,10 @@ PROBE_INTERVAL = 3.0
 """Seconds of silence from the kernel after which the box asks the gateway whether the
 kernel still exists: a deleted kernel's websocket may stay open and say nothing, forever."""
 
+MAX_MESSAGE = 10 * 1024 * 1024
+"""The largest websocket message a Jupyter server takes (tornado's default): a larger one
+closes the kernel connection."""
+
 GRACE = 5.0
 """Seconds past a run's timeout within which the run returns, whatever the kernel does:
 the interrupt, and if it does not take, the restart, share them."""
@@ -414,8 +418,12 @@ def stop(st: KernelState, cfg: KernelConfig, *, remove_root: bool) -> Op:
 
 def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None) -> Op:
     """Run user code; emit each chunk as it arrives; return the `CodeBoxOutput`."""
-    yield from ensure_kernel(st, cfg)
     msg_id, frame = st.session.execute_request(code)
+    if len(frame) > MAX_MESSAGE:
+        raise CodeBoxError(f"the code is {len(code.encode('utf-8', 'replace'))} bytes long: "
+                           f"a kernel takes messages of at most {MAX_MESSAGE} bytes; upload "
+                           "large data as a file instead")
+    yield from ensure_kernel(st, cfg)
     ex = Execution(msg_id, output_limit=cfg.output_limit)
     if not st.lost:
         try:
@@ -491,7 +499,7 @@ def _collect(st: KernelState, ex: Execution, deadline: float | None) -> Op:
 def _time_out(st: KernelState, cfg: KernelConfig, ex: Execution, timeout: float | None) -> Op:
     """The run took too long: interrupt it and keep its output; if it will not stop,
     restart the kernel; if that does not finish either, give up. All within `GRACE`."""
-    end = time.monotonic() + GRACE - 0.5  # what is left for the answer to travel
+    end = clock() + GRACE - 0.5  # what is left for the answer to travel
     yield from interrupt_quietly(st, timeout=1.0)
     try:
         stopped = yield from _collect(st, ex, _deadline(min(cfg.interrupt_timeout, GRACE * 0.4)))
@@ -502,7 +510,7 @@ def _time_out(st: KernelState, cfg: KernelConfig, ex: Execution, timeout: float 
         return ex.output(ExecError(name="TimeoutError", value=value))
     value = (f"the run exceeded its timeout of {timeout:g} s and did not stop when "
              "interrupted; ")
-    left = max(0.1, end - time.monotonic())
+    left = max(0.1, end - clock())
     try:
         yield from restart(st, replace(cfg, start_timeout=left), deadline=end)
         value += "the kernel was restarted and its variables are gone"
@@ -548,7 +556,7 @@ def restart(st: KernelState, cfg: KernelConfig, deadline: float | None = None) -
     # nudged by the gateway until IOPub is live.
     yield Disconnect()
     if deadline is not None:
-        cfg = replace(cfg, start_timeout=max(0.1, deadline - time.monotonic()))
+        cfg = replace(cfg, start_timeout=max(0.1, deadline - clock()))
     yield from ensure_kernel(st, cfg)
     return CodeBoxStatus(status="restarted")
 
