@@ -30,6 +30,10 @@ CODE = "total = sum(i * i for i in range(2000))\ntotal"
 EXPECTED = str(sum(i * i for i in range(2000)))
 
 
+def log_error(what: str) -> None:
+    print(f"error: {what}", file=sys.stderr)
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         line = next(x for x in f if x.startswith("VmRSS:"))
@@ -70,8 +74,11 @@ async def local_load(sessions: int, runs: int) -> dict[str, Any]:
             try:
                 out = await box.arun(CODE)
                 ok = out.content == EXPECTED
-            except Exception:  # noqa: BLE001 - counted
+                if not ok:
+                    log_error(f"{out.error or out.content!r}")
+            except Exception as exc:  # noqa: BLE001 - counted
                 ok = False
+                log_error(f"{type(exc).__name__}: {exc}")
             latencies.append(time.perf_counter() - started)
             errors += not ok
 
@@ -102,7 +109,12 @@ async def server_load(sessions: int, runs: int) -> dict[str, Any]:
         limits = httpx.Limits(max_connections=sessions + 5)
         async with httpx.AsyncClient(base_url=base, timeout=120, trust_env=False, limits=limits,
                                      headers={"Authorization": f"Bearer {KEY}"}) as client:
-            ids = [(await client.get("/codebox/start")).json()["id"] for _ in range(sessions)]
+            ids = []
+            for _ in range(sessions):
+                r = await client.get("/codebox/start")
+                if r.status_code != 200:
+                    raise SystemExit(f"could not start a session: {r.status_code} {r.text}")
+                ids.append(r.json()["id"])
             await asyncio.gather(*(client.post(f"/codebox/{i}/run", json={"code": "1"})
                                    for i in ids))
             before = rss_mib(proc.pid)
@@ -116,8 +128,11 @@ async def server_load(sessions: int, runs: int) -> dict[str, Any]:
                     try:
                         r = await client.post(f"/codebox/{sid}/run", json={"code": CODE})
                         ok = r.status_code == 200 and r.json()["content"] == EXPECTED
-                    except httpx.HTTPError:
+                        if not ok:
+                            log_error(f"{r.status_code} {r.text[:300]}")
+                    except httpx.HTTPError as exc:
                         ok = False
+                        log_error(f"{type(exc).__name__}: {exc}")
                     latencies.append(time.perf_counter() - started)
                     errors += not ok
 

@@ -65,3 +65,11 @@ def test_a_run_returns_within_its_deadline_whatever_the_kernel_does(code):
         if "SIGSTOP" not in code:  # a stopped process may not flush its output thread
             assert "so far" in out.stdout
         assert box.run("print('next')").stdout == "next\n"
+
+
+def test_one_boxs_code_history_is_not_readable_from_another():
+    with LocalBox() as first, LocalBox() as second:
+        first.run("history_marker_7f3a = 1")
+        out = second.run("hm = get_ipython().history_manager\nhm.writeout_cache()\n"
+                         "len(list(hm.search('*history_' + 'marker_7f3a*', raw=True)))")
+        assert out.error is None and out.content == "0"

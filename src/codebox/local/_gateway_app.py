@@ -255,6 +255,19 @@ def _build_app(settings: dict[str, Any]) -> Any:
         parses each message in full (a quarter of the gateway's CPU under load), to feed an
         idle culler codebox does not use."""
 
+        async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
+            # IPython kernels keep their input history in memory: the shared history file
+            # would let one box read another's code (`%history -g`), and with many kernels
+            # writing it, SQLite's "database is locked" reaches the user's output.
+            name = kwargs.get("kernel_name") or self.default_kernel_name
+            try:
+                argv = self.kernel_spec_manager.get_kernel_spec(name).argv
+            except Exception:  # noqa: BLE001 - unknown: the start reports it
+                argv = []
+            if any("ipykernel" in part for part in argv):
+                kwargs.setdefault("extra_arguments", ["--HistoryManager.hist_file=:memory:"])
+            return await super().start_kernel(*args, **kwargs)
+
         def start_watching_activity(self, kernel_id: str) -> None:
             kernel = self._kernels[kernel_id]
             kernel.reason = ""
