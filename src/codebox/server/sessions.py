@@ -259,6 +259,8 @@ class SessionManager:
         were on it as having lost their state."""
         if not self._holds_gateway:
             return
+        if shared_gateway.live_generation() == self._generation:
+            return  # the common case, answered without a thread
         async with self._gateway_lock:
             address = await asyncio.to_thread(shared_gateway.current, self.box_settings)
             if address.generation == self._generation:
