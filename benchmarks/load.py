@@ -92,7 +92,8 @@ def summary(name: str, latencies: list[float], errors: int, wall: float,
 
 async def local_load(sessions: int, runs: int) -> dict[str, Any]:
     boxes = [LocalBox() for _ in range(sessions)]
-    await asyncio.gather(*(box.astart() for box in boxes))
+    for box in boxes:  # one after the other, as the server's sessions are started
+        await box.astart()
     await asyncio.gather(*(box.arun("1") for box in boxes))  # warm, like the server's
     before = rss_mib(os.getpid())
     latencies: list[float] = []
