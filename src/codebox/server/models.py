@@ -108,12 +108,12 @@ class ShellRequest(BaseModel):
 
 
 class PathRequest(BaseModel):
-    path: Text = Field(description="A path relative to the session's directory.")
+    path: Text = Field(min_length=1, description="A path relative to the session's directory.")
 
 
 class RenameRequest(BaseModel):
-    source: Text = Field(description="The path to move, relative to the session's directory.")
-    destination: Text = Field(description="Its new path; missing parents are created.")
+    source: Text = Field(min_length=1, description="The path to move, relative to the session's directory.")
+    destination: Text = Field(min_length=1, description="Its new path; missing parents are created.")
 
 
 class FileInfo(BaseModel):

@@ -308,7 +308,8 @@ async def make_dir(body: models.PathRequest, session: SessionDep,
 async def file_info(
     session: SessionDep,
     request: Request,
-    path: Annotated[str, Query(description="A path relative to the session's directory.")],
+    path: Annotated[str, Query(min_length=1,
+                               description="A path relative to the session's directory.")],
 ) -> models.FileInfo:
     """A file's or directory's size, kind and modification time."""
     name = _file_name(path)
