@@ -631,11 +631,12 @@ def _upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
         while calls:
             yield from written()
     except BaseException:
-        try:
-            yield from call(st, snippet("abort_write", root=st.root, name=name, part=part),
-                            5.0, "clean up")
-        except CodeBoxError:
-            pass
+        if st.kernel_id is not None:  # (a kernel that went away cleans up nothing)
+            try:
+                yield from call(st, snippet("abort_write", root=st.root, name=name, part=part),
+                                5.0, "clean up")
+            except CodeBoxError:
+                pass
         raise
     return CodeBoxFile(name=name, size=size)
 
