@@ -112,8 +112,10 @@ class PathRequest(BaseModel):
 
 
 class RenameRequest(BaseModel):
-    source: Text = Field(min_length=1, description="The path to move, relative to the session's directory.")
-    destination: Text = Field(min_length=1, description="Its new path; missing parents are created.")
+    source: Text = Field(min_length=1, description="The path to move, relative to the "
+                         "session's directory.")
+    destination: Text = Field(min_length=1,
+                              description="Its new path; missing parents are created.")
 
 
 class FileInfo(BaseModel):
