@@ -188,7 +188,8 @@ def test_stalled_clients_are_dropped_and_others_are_served(server, session):
 
 def test_the_next_server_removes_what_a_killed_one_left(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tmp")
-    env = {"CODEBOX_SERVER_API_KEYS": KEY, "TMPDIR": str(tmp)}
+    # Plain kernels: what is reaped is the server's directory, whatever runs the kernels.
+    env = {"CODEBOX_SERVER_API_KEYS": KEY, "TMPDIR": str(tmp), "CODEBOX_SERVER_SANDBOX": "false"}
     live = tmp / "codebox-server-live"  # another server's, which runs: this process
     live.mkdir()
     (live / "owner.pid").write_text(f"{os.getpid()}\n")
@@ -197,7 +198,9 @@ def test_the_next_server_removes_what_a_killed_one_left(tmp_path_factory):
     killed = ServerProcess(env=env, log_dir=tmp_path_factory.mktemp("server"))
     try:
         with killed.client(KEY) as api:
-            sid = api.get("/codebox/start").json()["id"]
+            started = api.get("/codebox/start")
+            assert started.status_code == 200, (started.text, killed.log())
+            sid = started.json()["id"]
             api.post(f"/codebox/{sid}/upload", files={"file": ("tenant.txt", b"private")})
         (left,) = (p for p in tmp.glob("codebox-server-*") if p not in (live, unmarked))
         assert list(left.rglob("tenant.txt"))
