@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _imports  # noqa: F401  # first: it imports httpx without its CLI
 from .base import BaseBox
 from .errors import CodeBoxError, SandboxUnavailableError
 from .remote import CodeBox
