@@ -11,6 +11,7 @@ same user on the same machine: a `LocalBox` is not a security boundary.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import shutil
 import tempfile
@@ -31,6 +32,13 @@ from ._drivers import AsyncDriver, Done, SyncDriver
 from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name, as in some containers
+        return "codebox"
 
 
 class LocalBox(BaseBox):
@@ -134,7 +142,16 @@ class LocalBox(BaseBox):
             interrupt_timeout=s.interrupt_timeout,
             output_limit=s.output_limit,
             chunk_size=s.chunk_size,
+            gateway_env=self._gateway_env(),
         )
+
+    def _gateway_env(self) -> dict[str, str] | None:
+        """What a kernel start tells a gateway given by URL: who the kernel is for
+        (Enterprise Gateway needs ``KERNEL_USERNAME``) and the deployment's ``KERNEL_*``."""
+        if self._gateway_url is None:
+            return None  # the spawned gateway: the kernel inherits our environment
+        s = self.settings
+        return {"KERNEL_USERNAME": s.kernel_username or _os_user(), **s.kernel_env}
 
     def _use_sync(self) -> SyncDriver:
         if self._async is not None and self._async.connected:
@@ -197,6 +214,23 @@ class LocalBox(BaseBox):
             await driver.run(self._stop_op())
             await driver.close()
         return self._stopped()
+
+    def _adopt(self, kernel_id: str, root: str | None) -> None:
+        """Take over a kernel already set up on the box's gateway (given by URL) — one a
+        box of an earlier process started. A kernel that is gone by then is replaced on
+        first use, and the next run says its state was lost."""
+        if self._gateway_url is None:
+            raise CodeBoxError("only a box on a gateway given by URL can take over a kernel")
+        st = self._state
+        st.address = self._gateway_address()
+        st.kernel_id, st.root, st.needs_setup, st.status = kernel_id, root, False, "running"
+
+    async def _adetach(self) -> None:
+        """Close the box's connections and forget its kernel, which keeps running."""
+        if self._async is not None:
+            await self._async.close()
+        self._sync.close()
+        self._state = ops.KernelState()
 
     def status(self) -> CodeBoxStatus:
         return ops.status(self._state)

@@ -116,6 +116,9 @@ class KernelConfig:
     interrupt_timeout: float = 5.0
     output_limit: int | None = None
     chunk_size: int = 8 * 1024 * 1024
+    # Sent as the kernel start's "env": gateways then replace the kernel's environment with
+    # theirs plus these (KERNEL_* names and what the operator allows), so None sends none.
+    gateway_env: dict[str, str] | None = None
 
 
 @dataclass
@@ -168,13 +171,18 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         st.address = yield Gateway()
         st.kernel_id = yield from _pooled_kernel(st, cfg)
         if st.kernel_id is None:
-            body = yield from http(st, "start a kernel", "POST", "/api/kernels",
-                                   {"name": cfg.kernel_name}, cfg.start_timeout)
+            request: dict[str, Any] = {"name": cfg.kernel_name}
+            if cfg.gateway_env is not None:
+                request["env"] = cfg.gateway_env
+            body = yield from http(st, "start a kernel", "POST", "/api/kernels", request,
+                                   cfg.start_timeout)
             st.kernel_id = body["id"]
         st.needs_setup = True
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
     if st.needs_setup:
-        data = yield from call(st, snippet("setup", root=cfg.root), cfg.start_timeout, "set up")
+        # A kernel restarted or replaced keeps the box's root, even one the kernel made.
+        root = cfg.root if cfg.root is not None else st.root
+        data = yield from call(st, snippet("setup", root=root), cfg.start_timeout, "set up")
         st.root = data[0].content["root"]
         st.needs_setup = False
     st.status = "running"
