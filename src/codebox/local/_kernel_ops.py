@@ -303,6 +303,8 @@ def stop(st: KernelState, cfg: KernelConfig, *, remove_root: bool) -> Op:
     if st.kernel_id is not None and st.address is not None:
         if remove_root and st.root is not None and not st.needs_setup:
             try:
+                # The box may hold no connection (one that took over a running kernel).
+                yield Connect(st.address, st.kernel_id, 5.0)
                 yield from call(st, snippet("cleanup", root=st.root), 5.0, "clean up")
             except CodeBoxError:
                 pass

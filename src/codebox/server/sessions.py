@@ -25,6 +25,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
+from .._tls import verify_for
 from ..errors import CodeBoxError
 from ..local import LocalBox
 from ..local._gateway import shared_gateway
@@ -38,6 +41,11 @@ STOP_TIMEOUT = 15.0
 """Seconds one session may take to stop (its kernel deleted) before we move on."""
 
 STORE_FILE = "sessions.sqlite3"
+
+VERIFY_AFTER = 5.0
+"""Seconds of quiet after which a session's kernel on a gateway given by URL is looked up
+before the next request: a gateway that deleted or culled it meanwhile leaves our open
+websocket silent, and a run on it would wait for its timeout."""
 
 
 class SessionNotFound(CodeBoxError):
@@ -93,6 +101,7 @@ class SessionManager:
         self._sessions: dict[int, Session] = {}  # the sessions this server holds a box for
         self._store: SessionStore | None = None
         self._detaching: set[asyncio.Task[None]] = set()
+        self._gateway_client: httpx.AsyncClient | None = None
         self._generation = 0
         self._holds_gateway = False
         self._gateway_lock = asyncio.Lock()
@@ -161,6 +170,8 @@ class SessionManager:
             await asyncio.gather(*(self._stop_box(s) for s in sessions))
         if self._store is not None:
             self._store.close()
+        if self._gateway_client is not None:
+            await self._gateway_client.aclose()
         if self._holds_gateway:
             self._holds_gateway = False
             await asyncio.to_thread(shared_gateway.release)
@@ -319,9 +330,12 @@ class SessionManager:
         """
         if session.closed:
             raise SessionNotFound(f"no session {session.id}")
+        quiet = time.time() - session.last_used
         session.busy += 1
         session.touch()
         try:
+            if quiet > VERIFY_AFTER and session.busy == 1:
+                await self._check_kernel(session)
             await self.check_gateway()
             if session.generation != self._generation:
                 await self.reset(session)
@@ -330,6 +344,29 @@ class SessionManager:
             session.busy -= 1
             session.touch()
             await self._record_kernel(session)
+
+    async def _check_kernel(self, session: Session) -> None:
+        """Let go of the session's connection if its kernel is gone from the gateway: the
+        box then finds it gone, starts a fresh one and its next run says so, once."""
+        kernel_id = session.box.kernel_id
+        if self.gateway_url is None or kernel_id is None:
+            return
+        if self._gateway_client is None:
+            headers = {"Authorization": f"token {self.gateway_token}"} if self.gateway_token else {}
+            self._gateway_client = httpx.AsyncClient(
+                base_url=self.gateway_url, headers=headers, trust_env=False,
+                verify=verify_for(self.gateway_url), timeout=STOP_TIMEOUT)
+        try:
+            response = await self._gateway_client.get(f"/api/kernels/{kernel_id}")
+        except httpx.HTTPError as exc:
+            log.warning("session %s: cannot look up kernel %s: %s", session.id, kernel_id, exc)
+            return  # the operation itself will say what is wrong
+        if response.status_code == 404:
+            log.warning("session %s: kernel %s is gone from the gateway", session.id,
+                        kernel_id)
+            root = session.box.working_dir
+            await session.box._adetach()
+            session.box._adopt(kernel_id, root)
 
     async def reset(self, session: Session) -> None:
         """Let go of the session's kernel (gone with its gateway): the next operation starts
