@@ -4,7 +4,7 @@ Enterprise Gateway, each started as it ships, on 127.0.0.1 and a free port.
 Enterprise Gateway 3.3 pins jupyter-client 6 and jupyter-server 1, so it cannot share our
 venv: it gets one of its own, built once under ``$XDG_CACHE_HOME/codebox-tests`` (default
 ``~/.cache/codebox-tests``) by the first test run that needs it, or ahead of time with
-``python -m tests.gateways``.
+``python3 -m tests.gateways`` (any Python 3.10+, no packages needed).
 
 Both gateways take their token from the environment (not the command line, where ``ps``
 shows it) and hand ``CODEBOX_TEST_RUN`` on to their kernels, so the tests' last check also
@@ -28,8 +28,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx  # imported where used: building the venv needs the standard library only
 
 # matplotlib: the conformance suite draws in the kernels, which run in this venv.
 EG_REQUIREMENTS = ("jupyter-enterprise-gateway==3.3.0", "ipykernel<6.30", "matplotlib")
@@ -87,6 +89,8 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def client(self) -> httpx.Client:
+        import httpx
+
         return httpx.Client(base_url=self.url, trust_env=False, timeout=30,
                             headers={"Authorization": f"token {self.token}"})
 
@@ -121,6 +125,8 @@ def _command(kind: str, port: int) -> tuple[list[str], str]:
 
 
 def _start(kind: str, log_dir: Path, runtime_dir: str) -> Gateway:
+    import httpx
+
     token = secrets.token_urlsafe(16)
     for _ in range(3):  # another process may take the free port first
         port = _free_port()
