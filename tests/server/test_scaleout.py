@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from codebox import CodeBoxSettings, LocalBox
+from codebox.errors import CodeBoxAuthError
 from tests.gateways import running_gateway
 from tests.helpers import wait_until
 from tests.server.harness import KEY, ServerProcess, running_server
@@ -127,4 +129,21 @@ def test_a_session_whose_kernel_vanished_reports_it_once(gateway, tmp_path_facto
             api.post(f"/codebox/{sid}/stop")
     finally:
         server.stop()
+    assert gateway.kernel_ids() == []
+
+
+def test_kernels_start_for_kernel_username_with_the_deployments_variables(gateway):
+    settings = CodeBoxSettings(kernel_username=KERNEL_USER,
+                               kernel_env={"KERNEL_CODEBOX_PROBE": "on"})
+    with LocalBox(gateway_url=gateway.url, gateway_token=gateway.token,
+                  settings=settings) as box:
+        got = box.run("import os\nos.environ['KERNEL_USERNAME'], "
+                      "os.environ['KERNEL_CODEBOX_PROBE']").content
+        assert got == f"('{KERNEL_USER}', 'on')"
+    # Enterprise Gateway refuses root by default, and codebox says so.
+    refused = LocalBox(gateway_url=gateway.url, gateway_token=gateway.token,
+                       settings=CodeBoxSettings(kernel_username="root"))
+    with pytest.raises(CodeBoxAuthError, match="root"):
+        refused.start()
+    refused.stop()
     assert gateway.kernel_ids() == []
