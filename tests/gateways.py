@@ -161,7 +161,8 @@ def _stop(gateway: Gateway) -> None:
     except subprocess.TimeoutExpired:
         gateway.proc.kill()
         gateway.proc.wait(10)
-        raise AssertionError(f"{gateway.kind} did not stop on SIGTERM\n{gateway.log()}")
+        raise AssertionError(
+            f"{gateway.kind} did not stop on SIGTERM\n{gateway.log()}") from None
 
 
 @contextlib.contextmanager

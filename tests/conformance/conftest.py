@@ -3,11 +3,11 @@
 A backend is a kind of box: ``local`` (`LocalBox` on the gateway it spawns), ``kg`` and
 ``eg`` (`LocalBox(gateway_url=...)` on a stock Jupyter Kernel Gateway and a stock Enterprise
 Gateway), ``server`` (`CodeBox` talking to a real ``codebox serve`` started for this test
-run) and ``server-eg`` (the same, the server's kernels on the Enterprise Gateway). A flavour is how the test drives it:
-``sync`` methods, or their ``async`` twins on an event loop. Each test is written once and
-runs in every combination; a difference between them is a bug to fix, never a case to
-parametrise. The stock gateways run in one flavour each (the drivers are the same code on
-every gateway), which keeps the suite's time in check.
+run) and ``server-eg`` (the same, the server's kernels on the Enterprise Gateway). A flavour
+is how the test drives it: ``sync`` methods, or their ``async`` twins on an event loop. Each
+test is written once and runs in every combination; a difference between them is a bug to
+fix, never a case to parametrise. The stock gateways run in one flavour each (the drivers
+are the same code on every gateway), which keeps the suite's time in check.
 """
 
 from __future__ import annotations
