@@ -19,9 +19,19 @@ KERNEL_USER = "codebox-tests"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def enterprise_gateway(tmp_path_factory):
     with running_gateway("enterprise-gateway", tmp_path_factory.mktemp("eg")) as eg:
         yield eg
+
+
+@pytest.fixture()
+def gateway(enterprise_gateway):
+    """The Enterprise Gateway, without kernels at the start of each test (whatever a failed
+    test before left)."""
+    with enterprise_gateway.client() as client:
+        for kernel in enterprise_gateway.kernel_ids():
+            client.delete(f"/api/kernels/{kernel}")
+    return enterprise_gateway
 
 
 def _args(gateway, data_dir) -> tuple[str, ...]:

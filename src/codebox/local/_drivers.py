@@ -276,7 +276,9 @@ class SyncDriver:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _TCP_QUICKACK is not None and parts.scheme == "ws":
                 # TLS reads bypass a socket subclass: there the gateway's frames may wait.
+                timeout = sock.gettimeout()  # the fd stays non-blocking: keep its timeout
                 sock = _QuickAckSocket(fileno=sock.detach())
+                sock.settimeout(timeout)
             options = {**_ws_options(req.address), **_SYNC_CONNECT_OPTIONS}
             ws = sconnect(url, sock=sock, open_timeout=req.timeout, **options)
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:

@@ -101,6 +101,7 @@ class SessionManager:
         self._sessions: dict[int, Session] = {}  # the sessions this server holds a box for
         self._store: SessionStore | None = None
         self._detaching: set[asyncio.Task[None]] = set()
+        self._culling: set[asyncio.Task[None]] = set()
         self._gateway_client: httpx.AsyncClient | None = None
         self._generation = 0
         self._holds_gateway = False
@@ -108,6 +109,8 @@ class SessionManager:
         self._housekeeper: asyncio.Task[None] | None = None
         self._own_data_dir = settings.data_dir is None
         self.data_dir = Path(settings.data_dir) if settings.data_dir else None
+        if not self.durable:
+            self._store = SqliteSessionStore(":memory:")  # the file one waits for open()
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -139,9 +142,8 @@ class SessionManager:
             self.data_dir = Path(tempfile.mkdtemp(prefix="codebox-server-"))
         (self.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
         self.upload_dir.mkdir(parents=True, exist_ok=True)
-        self._store = SqliteSessionStore(self.data_dir / STORE_FILE if self.durable
-                                         else ":memory:")
         if self.durable:
+            self._store = SqliteSessionStore(self.data_dir / STORE_FILE)
             log.info("sessions stored in %s (%d there now)", self.data_dir / STORE_FILE,
                      self.store.count())
         if self.spawns_gateway:
@@ -158,6 +160,7 @@ class SessionManager:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
+        await asyncio.gather(*self._culling)  # stops under way finish (each has a deadline)
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             session.closed = True
@@ -409,7 +412,10 @@ class SessionManager:
 
     async def cull(self) -> None:
         """Stop the sessions that had no request for ``idle_timeout`` seconds, on any
-        server of the store: each idle session is taken from the store by one server."""
+        server of the store: each idle session is taken from the store by one server.
+
+        Their kernels are stopped in the background: housekeeping must go on recording the
+        use of this server's busy sessions meanwhile, or another server would take them."""
         await self._record_use(list(self._sessions.values()))
         before = time.time() - self.settings.idle_timeout
         for record in await asyncio.to_thread(self.store.take_idle, before):
@@ -422,4 +428,6 @@ class SessionManager:
                 session = self._adopt(record)
                 del self._sessions[record.id]
             session.closed = True
-            await self._stop_box(session)
+            task = asyncio.get_running_loop().create_task(self._stop_box(session))
+            self._culling.add(task)
+            task.add_done_callback(self._culling.discard)
