@@ -38,6 +38,20 @@ class Flavour:
             return list(self.box.stream(code, **kwargs))
         return self.wait(_collect(self.box.astream(code, **kwargs)))
 
+    def stream_shell(self, command: Any, **kwargs: Any) -> tuple[list, Any]:
+        """The chunks of a streamed command and its result."""
+        if self.kind == "sync":
+            with self.box.stream_shell(command, **kwargs) as stream:
+                chunks = list(stream)
+            return chunks, stream.result
+
+        async def collect() -> tuple[list, Any]:
+            async with self.box.astream_shell(command, **kwargs) as stream:
+                chunks = [chunk async for chunk in stream]
+            return chunks, stream.result
+
+        return self.wait(collect())
+
     def close(self) -> None:
         self.stop()
         if self.loop is not None:

@@ -84,6 +84,21 @@ def check_agent_loop(stdout: str, tmp_path: Path) -> None:
         assert "answer: Done. summary.txt says: 7 days, mean 17.86 C, warmest 21.0 C" in part
 
 
+def check_shell_agent(stdout: str, tmp_path: Path) -> None:
+    import tarfile
+
+    assert "calc/ops.py:6:    # TODO" in stdout
+    assert "Ran 2 tests" in stdout and "Removed project/build." in stdout
+    assert "<- [error] ls: cannot access 'nonexistent'" in stdout and "[exit code 2]" in stdout
+    assert "project/build/stale.o" not in stdout
+    assert "stage: packaging (exit 0)" in stdout
+    assert stdout.index("live stdout: packing calc") < stdout.index("tar exited with 0")
+    assert "runaway command: timed_out=True, said 'working'" in stdout
+    assert "project still in the box: False" in stdout
+    with tarfile.open(tmp_path / "out" / "calc-1.0.tgz") as archive:
+        assert {"calc/ops.py", "tests/test_ops.py"} <= set(archive.getnames())
+
+
 CHECKS = {
     "file_conversion": check_file_conversion,
     "plot_dataset": check_plot_dataset,
@@ -91,6 +106,7 @@ CHECKS = {
     "restore_session": check_restore_session,
     "streaming": check_streaming,
     "agent_loop": check_agent_loop,
+    "shell_agent": check_shell_agent,
 }
 
 

@@ -42,6 +42,9 @@ def test_tools_share_one_box_and_answer_with_text(tools):
     assert tools["run_python"].invoke({"code": "n = int(open('in/n.txt').read())\nn + 1"}) == "21\n"
     assert tools["download_file"].invoke({"file_name": "in/n.txt"}) == "in/n.txt (2 bytes):\n20"
     assert "in/n.txt (2 bytes)" in tools["list_files"].invoke({})
+    assert tools["run_shell"].invoke({"command": "cat n.txt", "cwd": "in"}) == (
+        "20\n[exit code 0]")
+    assert tools["remove_file"].invoke({"file_name": "in/n.txt"}) == "Removed in/n.txt."
     failed = tools["run_python"].invoke({"code": "n / 0"})
     assert "ZeroDivisionError: division by zero" in failed and "----> 1 n / 0" in failed
 

@@ -19,7 +19,8 @@ from tests.helpers import our_processes, wait_until
 
 pytestmark = pytest.mark.integration
 
-TOOL_NAMES = ["run_python", "upload_file", "download_file", "list_files", "install_packages"]
+TOOL_NAMES = ["run_python", "run_shell", "upload_file", "download_file", "list_files",
+              "remove_file", "install_packages"]
 
 
 def test_a_session_over_stdio_gets_one_box_and_leaves_nothing_behind(tmp_path):
@@ -48,6 +49,8 @@ def test_a_session_over_stdio_gets_one_box_and_leaves_nothing_behind(tmp_path):
             seen["down"] = await call("download_file", {"file_name": "d/blob.bin"})
             seen["down_text"] = await call("download_file", {"file_name": "t.txt"})
             seen["list"] = await call("list_files", {})
+            seen["shell"] = await call("run_shell", {"command": "cat ../t.txt", "cwd": "d"})
+            seen["remove"] = await call("remove_file", {"file_name": "d"})
             seen["missing"] = await call("download_file", {"file_name": "nope"})
             seen["install"] = await call("install_packages",
                                          {"package_names": ["not a requirement!!"]})
@@ -72,6 +75,8 @@ def test_a_session_over_stdio_gets_one_box_and_leaves_nothing_behind(tmp_path):
     assert base64.b64decode(down[1].resource.blob) == b"\x00\xff"
     assert seen["down_text"].content[0].text == "t.txt (2 bytes):\nhi"
     assert seen["list"].content[0].text.splitlines() == ["d/blob.bin (2 bytes)", "t.txt (2 bytes)"]
+    assert seen["shell"].content[0].text == "hi\n[exit code 0]"
+    assert seen["remove"].content[0].text == "Removed d." and not seen["remove"].is_error
     assert seen["missing"].is_error and "nope" in seen["missing"].content[0].text
     assert seen["install"].is_error
 

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from codebox.cli._runner import EXIT_BOX_ERROR, EXIT_FAILED, EXIT_OK, run_script
+from codebox.cli._runner import (
+    EXIT_BOX_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+    PROGRESS_MIN_BYTES,
+    parse_download,
+    parse_upload,
+    run_command,
+    run_script,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +89,47 @@ def test_stdin_exit_codes_timeouts_and_unreadable_files(tmp_path):
     assert run_script(tmp_path / "missing.py", stderr=err) == EXIT_BOX_ERROR
     assert "cannot read" in err.getvalue()
     assert not list(tmp_path.glob("*.png"))  # no image, no file
+
+
+def test_files_go_up_before_and_come_back_after_with_progress(tmp_path):
+    data = bytes(range(256)) * (PROGRESS_MIN_BYTES // 256 + 10)
+    (tmp_path / "big.bin").write_bytes(data)
+    script = tmp_path / "copy.py"
+    script.write_text("import os\nos.makedirs('out', exist_ok=True)\n"
+                      "open('out/copy.bin', 'wb').write(open('in/big.bin', 'rb').read()[::-1])\n"
+                      "raise ValueError('after writing')\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = run_script(script, stdout=out, stderr=err, progress=True,
+                      uploads=[parse_upload(f"{tmp_path / 'big.bin'}:in/big.bin")],
+                      downloads=[parse_download(f"out/copy.bin:{tmp_path / 'back' / 'c.bin'}")])
+    # The script failed, and what it wrote still came back.
+    assert code == EXIT_FAILED and (tmp_path / "back" / "c.bin").read_bytes() == data[::-1]
+    assert "upload in/big.bin: 100%" in err.getvalue()
+    assert "download out/copy.bin: 100%" in err.getvalue()
+    quiet = io.StringIO()
+    assert run_script("-", stdin=io.StringIO("1"), stdout=out, stderr=quiet,
+                      downloads=[parse_download("missing.bin")]) == EXIT_BOX_ERROR
+    assert "missing.bin" in quiet.getvalue() and "%" not in quiet.getvalue()
+
+
+def test_a_command_exits_with_its_own_code(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    assert run_command("echo out; echo err >&2; exit 5", stdout=out, stderr=err) == 5
+    assert (out.getvalue(), err.getvalue()) == ("out\n", "err\n")
+    out = io.StringIO()
+    assert run_command(["printf", "%s", "a b"], stdout=out, stderr=err) == 0
+    assert out.getvalue() == "a b"
+    err = io.StringIO()
+    assert run_command("sleep 30", timeout=0.5, stderr=err) == EXIT_TIMED_OUT
+    assert "timeout" in err.getvalue()
+    assert run_command([], stderr=err) == EXIT_BOX_ERROR
+
+
+def test_transfer_specs():
+    assert parse_upload("data.csv") == (Path("data.csv"), "data.csv")
+    assert parse_upload("dir/data.csv:in/d.csv") == (Path("dir/data.csv"), "in/d.csv")
+    assert parse_download("out/r.csv") == ("out/r.csv", Path("r.csv"))
+    assert parse_download("out/r.csv:here/x.csv") == ("out/r.csv", Path("here/x.csv"))
+    for bad in [":x"]:
+        with pytest.raises(ValueError):
+            parse_download(bad)

@@ -32,13 +32,14 @@ def stores(path):
 
 def test_a_session_round_trips_and_survives_reopening(path):
     store = SqliteSessionStore(path)
-    record = store.reserve("owner", 5)
-    assert record is not None and record.kernel_id is None
+    record = store.reserve("owner", 5, env={"A": "1"})
+    assert record is not None and record.kernel_id is None and record.env == {"A": "1"}
     assert store.set_kernel(record.id, "kernel-1", "/root/dir")
     store.close()
     again = SqliteSessionStore(path)
     got = again.get(record.id)
-    assert (got.owner, got.kernel_id, got.root) == ("owner", "kernel-1", "/root/dir")
+    assert (got.owner, got.kernel_id, got.root, got.env) == ("owner", "kernel-1", "/root/dir",
+                                                              {"A": "1"})
     assert again.count() == again.count("owner") == 1 and again.count("other") == 0
     assert again.remove(record.id) and not again.remove(record.id)
     assert again.get(record.id) is None

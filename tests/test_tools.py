@@ -10,13 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from codebox import CodeBoxFile, CodeBoxOutput, ExecError, LocalBox, OutputChunk
+from codebox import CodeBoxFile, CodeBoxOutput, CommandResult, ExecError, LocalBox, OutputChunk
 from codebox.integrations.tools import (
     TOOLS,
     ToolCall,
     ToolResult,
     aexecute_tool_call,
     execute_tool_call,
+    format_command,
     format_file,
     format_output,
     last_frames,
@@ -254,6 +255,42 @@ PLOT_AND_FAIL = (
     "import matplotlib.pyplot as plt\nprint('drawing')\nplt.plot([1, 2]); plt.show()\n"
     "def f():\n    raise RuntimeError('after the plot')\nf()"
 )
+
+
+def test_format_command_keeps_order_and_ends_with_the_exit_code():
+    chunks = [OutputChunk(type="stdout", content="out\n"),
+              OutputChunk(type="stderr", content="err")]
+    result = CommandResult.from_chunks(chunks, exit_code=2)
+    assert format_command(result) == "out\nerr\n[exit code 2]"
+    assert format_command(CommandResult(exit_code=0)) == "[no output]\n[exit code 0]"
+    slow = CommandResult.from_chunks(chunks, exit_code=-9, timed_out=True)
+    assert format_command(slow).endswith("ran out of time and was ended, with every "
+                                         "process it started]")
+    big = CommandResult.from_chunks([OutputChunk(type="stdout", content="x" * 50_000)],
+                                    exit_code=0)
+    text = format_command(big, max_chars=1000)
+    assert len(text) <= 1000 and "cut from the middle" in text and text.endswith("[exit code 0]")
+
+
+@pytest.mark.integration
+def test_real_shell_and_remove_calls(box):
+    box.upload("sh/a.txt", "alpha\nbeta\n")
+    listed = execute_tool_call(box, {"name": "run_shell",
+                                     "arguments": {"command": "grep -n beta a.txt", "cwd": "sh"}})
+    assert listed.text == "2:beta\n[exit code 0]" and not listed.is_error
+    assert listed.command is not None and listed.command.stdout == "2:beta\n"
+    failed = execute_tool_call(box, {"name": "run_shell", "arguments": {"command": "ls nope"}})
+    assert failed.is_error and failed.text.endswith("[exit code 2]") and "nope" in failed.text
+    slow = execute_tool_call(box, {"name": "run_shell", "arguments": {"command": "sleep 30"}},
+                             timeout=0.5)
+    assert slow.is_error and "ran out of time" in slow.text
+    for bad in [{"command": "ls", "cwd": "/etc"}, {"command": "echo \u0000"}, {"command": " "}]:
+        refused = execute_tool_call(box, {"name": "run_shell", "arguments": bad})
+        assert refused.is_error, bad
+    removed = execute_tool_call(box, {"name": "remove_file", "arguments": {"file_name": "sh"}})
+    assert removed.text == "Removed sh." and not box.exists("sh")
+    again = execute_tool_call(box, {"name": "remove_file", "arguments": {"file_name": "sh"}})
+    assert again.is_error and "remove_file failed" in again.text
 
 
 @pytest.mark.integration

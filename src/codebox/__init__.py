@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from .base import BaseBox
 from .errors import CodeBoxError
 from .remote import CodeBox
-from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
+from .schema import (
+    CodeBoxFile,
+    CodeBoxOutput,
+    CodeBoxStatus,
+    CommandResult,
+    ExecError,
+    OutputChunk,
+)
 from .settings import CodeBoxSettings
 
 __version__ = "0.1.0"
@@ -27,6 +34,7 @@ __all__ = [
     "CodeBoxOutput",
     "CodeBoxSettings",
     "CodeBoxStatus",
+    "CommandResult",
     "ExecError",
     "LocalBox",
     "OutputChunk",

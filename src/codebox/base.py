@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._commands import AsyncCommandStream, Command, CommandStream
 from ._streams import AsyncChunkStream, ChunkStream
-from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from .schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult, OutputChunk
 from .settings import CodeBoxSettings
 
 OnOutput = Callable[[OutputChunk], Any]
@@ -19,6 +20,9 @@ OnOutput = Callable[[OutputChunk], Any]
 
 Content = bytes | bytearray | memoryview | str
 """What ``upload`` accepts: bytes, or text (encoded as UTF-8)."""
+
+OnProgress = Callable[[int, int], Any]
+"""Called with ``(done_bytes, total_bytes)`` as a file transfer goes on."""
 
 
 def code_to_run(code: str | None, file_path: str | os.PathLike[str] | None) -> str:
@@ -213,9 +217,12 @@ class BaseBox(abc.ABC):
 
     @abc.abstractmethod
     def upload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         """Write ``content`` to the relative path ``file_name`` in the box.
+
+        ``on_progress(done_bytes, total_bytes)`` is called as the transfer goes on.
 
         Raises:
             CodeBoxError: The name is absolute, escapes with ``..`` or holds a NUL byte
@@ -224,20 +231,29 @@ class BaseBox(abc.ABC):
 
     @abc.abstractmethod
     async def aupload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         """Async version of `upload`."""
 
     @abc.abstractmethod
-    def download(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    def download(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         """Read the file ``file_name`` from the box.
+
+        ``on_progress(done_bytes, total_bytes)`` is called as the transfer goes on.
 
         Raises:
             CodeBoxNotFoundError: There is no such file (also a ``FileNotFoundError``).
         """
 
     @abc.abstractmethod
-    async def adownload(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    async def adownload(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         """Async version of `download`."""
 
     @abc.abstractmethod
@@ -247,3 +263,132 @@ class BaseBox(abc.ABC):
     @abc.abstractmethod
     async def alist_files(self) -> list[CodeBoxFile]:
         """Async version of `list_files`."""
+
+    # -- file operations ----------------------------------------------------------------
+    # Paths follow the rules of file names: relative, inside the box, no ``..``, no NUL.
+
+    @abc.abstractmethod
+    def remove(self, path: str) -> CodeBoxStatus:
+        """Remove a file, or a directory with everything in it.
+
+        Raises:
+            CodeBoxNotFoundError: There is no such path (also a ``FileNotFoundError``).
+            CodeBoxError: The path breaks the file-name rules.
+        """
+
+    @abc.abstractmethod
+    async def aremove(self, path: str) -> CodeBoxStatus:
+        """Async version of `remove`."""
+
+    @abc.abstractmethod
+    def rename(self, source: str, destination: str) -> CodeBoxFile:
+        """Move a file or directory; the parents of ``destination`` are created, and a file
+        already there is replaced. Returns the moved file under its new name.
+
+        Raises:
+            CodeBoxNotFoundError: There is no ``source``.
+        """
+
+    @abc.abstractmethod
+    async def arename(self, source: str, destination: str) -> CodeBoxFile:
+        """Async version of `rename`."""
+
+    @abc.abstractmethod
+    def make_dir(self, path: str) -> CodeBoxFile:
+        """Create a directory and its parents; an existing directory is fine."""
+
+    @abc.abstractmethod
+    async def amake_dir(self, path: str) -> CodeBoxFile:
+        """Async version of `make_dir`."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool:
+        """Whether a file or directory exists at ``path``."""
+
+    @abc.abstractmethod
+    async def aexists(self, path: str) -> bool:
+        """Async version of `exists`."""
+
+    @abc.abstractmethod
+    def file_info(self, path: str) -> CodeBoxFile:
+        """A file or directory's ``size`` (None for a directory), ``is_dir`` and
+        ``modified`` (UTC).
+
+        Raises:
+            CodeBoxNotFoundError: There is no such path (also a ``FileNotFoundError``).
+        """
+
+    @abc.abstractmethod
+    async def afile_info(self, path: str) -> CodeBoxFile:
+        """Async version of `file_info`."""
+
+    # -- shell commands -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        """Run a command in the box: same files (and sandbox) as the code.
+
+        Args:
+            command: A ``str`` run by ``/bin/sh -c``, or a list ``[program, *args]`` run
+                directly, without a shell.
+            timeout: Seconds before the command, and every process it started, is ended
+                (default: the setting ``run_timeout``, no limit). The output so far is kept
+                and ``timed_out`` is set.
+            cwd: The directory to start in, relative to the box (default: its root).
+            env: Variables added to the command's environment.
+            on_output: Called with each ``"stdout"``/``"stderr"`` `OutputChunk` as it
+                arrives.
+
+        Returns:
+            The exit code and the output; a non-zero exit is data, not an error. Processes
+            the command leaves running in its process group end when it returns.
+
+        Raises:
+            ValueError: The command, ``env`` or ``timeout`` is malformed.
+            CodeBoxNotFoundError: ``cwd`` does not exist.
+            CodeBoxError: ``cwd`` breaks the file-name rules, or the box itself failed.
+        """
+
+    @abc.abstractmethod
+    async def ashell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        """Async version of `shell`."""
+
+    @abc.abstractmethod
+    def stream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandStream:
+        """Run a command (as `shell`) and iterate over its output chunks as they come; the
+        stream's ``result`` holds the `CommandResult` once the iteration is over. Leaving
+        early ends the command."""
+
+    @abc.abstractmethod
+    def astream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncCommandStream:
+        """Async version of `stream_shell`."""

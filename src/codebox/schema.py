@@ -7,6 +7,7 @@ import binascii
 import html
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +237,15 @@ def _filter_bundle(bundle: dict[str, Any], include: Any, exclude: Any) -> dict[s
 
 
 class CodeBoxFile(BaseModel):
-    """A file in a box: its name (a relative path), its size and, after a download, its
-    content. ``str(file)`` is the name."""
+    """A file or directory in a box: its name (a relative path), its size and, after a
+    download, its content; from `file_info`, also whether it is a directory and when it was
+    last modified. ``str(file)`` is the name."""
 
     name: str
     size: int | None = None
     content: bytes | None = None
+    is_dir: bool = False
+    modified: datetime | None = None
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], name: str | None = None) -> CodeBoxFile:
@@ -266,5 +270,51 @@ class CodeBoxFile(BaseModel):
         return self.name
 
     def __repr__(self) -> str:
-        return f"CodeBoxFile(name={self.name!r}, size={self.size!r})"
+        kind = ", is_dir=True" if self.is_dir else ""
+        return f"CodeBoxFile(name={self.name!r}, size={self.size!r}{kind})"
+
+
+class CommandResult(BaseModel):
+    """The result of ``shell``: how the command ended and everything it printed.
+
+    ``chunks`` holds the output in order as ``"stdout"``/``"stderr"`` chunks; ``stdout``
+    and ``stderr`` are views on it. A non-zero ``exit_code`` is data, not an error; a
+    command ended by a signal has the negative signal number (``-9`` after a timeout or an
+    interrupt), as in `subprocess`.
+    """
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    chunks: list[OutputChunk] = Field(default_factory=list)
+    timed_out: bool = False
+    truncated: bool = False
+
+    @classmethod
+    def from_chunks(
+        cls, chunks: list[OutputChunk], *, exit_code: int, timed_out: bool = False,
+        truncated: bool = False,
+    ) -> CommandResult:
+        """Build a result and its views from the chunks of one command."""
+        return cls(
+            exit_code=exit_code,
+            stdout="".join(c.content for c in chunks if c.type == "stdout"),
+            stderr="".join(c.content for c in chunks if c.type == "stderr"),
+            chunks=chunks,
+            timed_out=timed_out,
+            truncated=truncated,
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited with 0 (and did not time out)."""
+        return self.exit_code == 0 and not self.timed_out
+
+    def __str__(self) -> str:
+        return "".join(c.content for c in self.chunks)
+
+    def __repr__(self) -> str:
+        extra = ", timed_out=True" if self.timed_out else ""
+        return (f"CommandResult(exit_code={self.exit_code}, "
+                f"stdout={_short(self.stdout)!r}, stderr={_short(self.stderr)!r}{extra})")
 

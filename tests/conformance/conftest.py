@@ -64,17 +64,17 @@ def eg_server(tmp_path_factory, enterprise_gateway):
         yield srv
 
 
-def new_box(backend: str, request: pytest.FixtureRequest) -> Any:
-    """A box of ``backend``, not started."""
+def new_box(backend: str, request: pytest.FixtureRequest, **options: Any) -> Any:
+    """A box of ``backend``, not started; ``options`` are those both boxes take (``env``)."""
     if backend == "local":
-        return LocalBox()
+        return LocalBox(**options)
     if backend in ("kg", "eg"):
         fixture = "kernel_gateway" if backend == "kg" else "enterprise_gateway"
         gateway = request.getfixturevalue(fixture)
         return LocalBox(gateway_url=gateway.url, gateway_token=gateway.token,
-                        settings=CodeBoxSettings(kernel_username=KERNEL_USER))
+                        settings=CodeBoxSettings(kernel_username=KERNEL_USER), **options)
     server = request.getfixturevalue("eg_server" if backend == "server-eg" else "codebox_server")
-    return CodeBox(api_key=SERVER_KEY, base_url=server.base_url)
+    return CodeBox(api_key=SERVER_KEY, base_url=server.base_url, **options)
 
 
 @pytest.fixture(scope="module", params=COMBINATIONS, ids=IDS)
@@ -98,13 +98,14 @@ def fresh_box(request):
 
 @pytest.fixture(params=COMBINATIONS, ids=IDS)
 def make_box(request):
-    """Makes started boxes of one backend and flavour (stopped after the test)."""
+    """Makes started boxes of one backend and flavour (stopped after the test); keyword
+    options go to the box (``env``)."""
     backend, kind = request.param
     made: list[Flavour] = []
     loop = asyncio.new_event_loop() if kind == "async" else None
 
-    def make() -> Flavour:
-        flavour = Flavour(new_box(backend, request), kind)
+    def make(**options: Any) -> Flavour:
+        flavour = Flavour(new_box(backend, request, **options), kind)
         if loop is not None:
             flavour.loop.close()
             flavour.loop = loop  # boxes of one test share a loop, so they can run together

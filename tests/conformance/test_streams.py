@@ -4,6 +4,7 @@ interrupt with nothing to interrupt. Every backend, sync and async."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -84,3 +85,47 @@ def test_callers_racing_the_first_call_start_one_kernel(fresh_box):
     assert len({out.content for out in outs}) == 1, [out.content for out in outs]
     if before is not None:
         assert _sessions(fresh_box.box) == before + 1
+
+
+STUBBORN = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "print('stubborn', flush=True)\ntime.sleep(120)")
+
+
+@pytest.mark.parametrize("code", [SLEEPER, STUBBORN], ids=["interruptible", "stubborn"])
+def test_stop_ends_a_run_in_progress_elsewhere(fresh_box, code):
+    """stop() from another thread or task does not wait for a run that holds the box,
+    even one that ignores interrupts."""
+    box = fresh_box.box
+    fresh_box.start()
+    if fresh_box.kind == "sync":
+        started = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(_quietly, box.run, code, on_output=lambda c: started.set())
+            assert started.wait(30)
+            assert box.stop() == "stopped"
+            running.result(60)
+    else:
+        async def main():
+            started = asyncio.Event()
+            run = box.arun(code, on_output=lambda c: started.set())
+            task = asyncio.create_task(_aquietly(run))
+            await asyncio.wait_for(started.wait(), 30)
+            assert await box.astop() == "stopped"
+            await asyncio.wait_for(task, 60)
+
+        fresh_box.wait(main())
+    assert fresh_box.status() == "stopped"
+
+
+def _quietly(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except CodeBoxError:
+        return None  # the run may end in an error: its kernel was taken away
+
+
+async def _aquietly(awaitable):
+    try:
+        return await awaitable
+    except CodeBoxError:
+        return None

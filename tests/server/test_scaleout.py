@@ -150,6 +150,11 @@ def test_kernels_start_for_kernel_username_with_the_deployments_variables(gatewa
         got = box.run("import os\nos.environ['KERNEL_USERNAME'], "
                       "os.environ['KERNEL_CODEBOX_PROBE']").content
         assert got == f"('{KERNEL_USER}', 'on')"
+    # A box's env (a client's, through codebox serve) reaches the kernel, but never picks
+    # its KERNEL_* settings: the gateway sees the configured user, not the box's "root".
+    with LocalBox(gateway_url=gateway.url, gateway_token=gateway.token, settings=settings,
+                  env={"KERNEL_USERNAME": "root", "CODEBOX_PROBE": "box"}) as box:
+        assert box.run("import os\nos.environ['CODEBOX_PROBE']").content == "'box'"
     # Enterprise Gateway refuses root by default, and codebox says so.
     refused = LocalBox(gateway_url=gateway.url, gateway_token=gateway.token,
                        settings=CodeBoxSettings(kernel_username="root"))

@@ -1,8 +1,9 @@
 """The ``codebox`` command.
 
-``codebox run FILE`` runs a script in a fresh box, ``codebox serve`` runs the CodeBox REST
-API server, ``codebox mcp`` serves MCP over stdio. Each subcommand imports what it needs
-inside its function, so ``codebox --help`` stays fast and works without extras.
+``codebox run FILE`` runs a script in a fresh box, ``codebox shell CMD`` a command,
+``codebox serve`` runs the CodeBox REST API server, ``codebox mcp`` serves MCP over stdio.
+Each subcommand imports what it needs inside its function, so ``codebox --help`` stays fast
+and works without extras.
 """
 
 from __future__ import annotations
@@ -78,21 +79,73 @@ def serve(**options: Any) -> None:
     sys.exit(code)
 
 
+def _transfers(uploads: tuple[str, ...], downloads: tuple[str, ...]) -> dict[str, Any]:
+    from ._runner import parse_download, parse_upload
+
+    try:
+        return {"uploads": [parse_upload(u) for u in uploads],
+                "downloads": [parse_download(d) for d in downloads]}
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+_UPLOAD = click.option(
+    "--upload", "uploads", multiple=True, metavar="LOCAL[:BOX]",
+    help="Upload a local file first (as BOX; default: its base name). Repeatable.")
+_DOWNLOAD = click.option(
+    "--download", "downloads", multiple=True, metavar="BOX[:LOCAL]",
+    help="Download a file of the box afterwards (to LOCAL; default: its base name here). "
+    "Repeatable.")
+_PROGRESS = click.option(
+    "--progress/--no-progress", default=None,
+    help="Progress bars for uploads and downloads.  [default: for big files on a terminal]")
+
+
 @main.command()
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--images-dir", default="codebox-images", show_default=True,
               type=click.Path(file_okay=False), help="Folder where images (plots) are saved.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Seconds the script may run.  [default: no limit]")
-def run(file: str, images_dir: str, timeout: float | None) -> None:
+@_UPLOAD
+@_DOWNLOAD
+@_PROGRESS
+def run(file: str, images_dir: str, timeout: float | None, uploads: tuple[str, ...],
+        downloads: tuple[str, ...], progress: bool | None) -> None:
     """Run FILE (or - for stdin) in a fresh box, streaming its output as it comes.
 
     The box is local, or remote when CODEBOX_API_KEY is set. Exits 0 when the code ran
-    through, 1 when it raised or timed out, 2 when the box itself failed.
+    through, 1 when it raised or timed out, 2 when the box itself failed (or a file could
+    not be moved).
     """
     from ._runner import run_script
 
-    sys.exit(run_script(file, images_dir=images_dir, timeout=timeout))
+    sys.exit(run_script(file, images_dir=images_dir, timeout=timeout, progress=progress,
+                        **_transfers(uploads, downloads)))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Seconds the command may run.  [default: no limit]")
+@click.option("--cwd", default=None, metavar="DIR",
+              help="Directory to start in, relative to the box.")
+@_UPLOAD
+@_DOWNLOAD
+@_PROGRESS
+def shell(command: tuple[str, ...], timeout: float | None, cwd: str | None,
+          uploads: tuple[str, ...], downloads: tuple[str, ...], progress: bool | None) -> None:
+    """Run COMMAND in a fresh box, streaming its output as it comes.
+
+    One argument is a command line for /bin/sh (codebox shell "ls -l | wc -l"); several are
+    a program and its arguments, run without a shell (codebox shell -- ls -l). Exits with
+    the command's exit code (124 after a timeout, 2 when the box itself failed).
+    """
+    from ._runner import run_command
+
+    line: str | list[str] = command[0] if len(command) == 1 else list(command)
+    sys.exit(run_command(line, timeout=timeout, cwd=cwd, progress=progress,
+                         **_transfers(uploads, downloads)))
 
 
 @main.command()

@@ -1,24 +1,33 @@
-"""``codebox run FILE``: run a script in a fresh box, streaming its output as it comes.
+"""``codebox run FILE`` and ``codebox shell CMD``: run a script or a command in a fresh box,
+streaming its output as it comes.
 
 The box is a `LocalBox`, or a box on a CodeBox server when ``CODEBOX_API_KEY`` is set
-(`CodeBox` decides). Text goes to this process's stdout and stderr as the kernel produces
-it; images are saved as PNG files in a folder; a failure of the script prints its
-traceback and gives a non-zero exit code. This module is the command's logic; the command
-line itself (``codebox.cli``) only parses arguments and calls `run_script`.
+(`CodeBox` decides). Files can be uploaded before and downloaded after (with a progress bar
+when a transfer is big enough to wait for). Text goes to this process's stdout and stderr
+as the box produces it; images are saved as PNG files in a folder; a failure of the script
+prints its traceback and gives a non-zero exit code. This module is the commands' logic;
+the command line itself (``codebox.cli``) only parses arguments and calls `run_script` or
+`run_command`.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
+import signal
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from .._commands import Command, check_command
+from ..base import BaseBox, OnProgress
 from ..errors import CodeBoxError
 from ..remote import CodeBox
-from ..schema import CodeBoxOutput, OutputChunk
+from ..schema import CodeBoxOutput, CommandResult, OutputChunk
 from ..settings import CodeBoxSettings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +41,45 @@ EXIT_BOX_ERROR = 2
 EXIT_INTERRUPTED = 130
 """Interrupted with Ctrl-C (the kernel was interrupted too)."""
 
+EXIT_TIMED_OUT = 124
+"""A command ran past its timeout (as coreutils' ``timeout`` says it)."""
+
 DEFAULT_IMAGES_DIR = Path("codebox-images")
+
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+"""Transfers from this size on show a progress bar (on a terminal)."""
+
+Upload = tuple[Path, str]
+"""A file to upload: its local path and its name in the box."""
+Download = tuple[str, Path]
+"""A file to download: its name in the box and its local path."""
+
+
+def parse_upload(spec: str) -> Upload:
+    """``LOCAL[:BOX]``: a local file and its name in the box (default: its base name).
+
+    Raises:
+        ValueError: ``LOCAL`` is empty.
+    """
+    local, sep, name = spec.rpartition(":")
+    if not sep or not local or os.path.exists(spec):
+        local, name = spec, ""
+    if not local:
+        raise ValueError(f"not LOCAL[:BOX]: {spec!r}")
+    return Path(local), name or Path(local).name
+
+
+def parse_download(spec: str) -> Download:
+    """``BOX[:LOCAL]``: a file of the box and where it goes (default: its base name in the
+    current directory).
+
+    Raises:
+        ValueError: ``BOX`` is empty.
+    """
+    name, _, local = spec.partition(":")
+    if not name:
+        raise ValueError(f"not BOX[:LOCAL]: {spec!r}")
+    return name, Path(local or Path(name).name)
 
 
 @dataclass
@@ -106,6 +153,70 @@ def exit_code(output: CodeBoxOutput) -> int:
     return EXIT_FAILED
 
 
+@contextmanager
+def _progress(name: str, err: IO[str], show: bool | None) -> Iterator[OnProgress]:
+    """An ``on_progress`` that draws a bar on ``err`` once the transfer proves big enough
+    (``show``: always, never, or ``None`` for big transfers on a terminal)."""
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            big = total >= PROGRESS_MIN_BYTES and err.isatty()
+            if not (show or (show is None and big)):
+                return
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                       file=err, leave=True, dynamic_ncols=True)
+        bar.total = max(bar.total or 0, total)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _in_fresh_box(
+    work: Callable[[BaseBox], int],
+    uploads: Sequence[Upload],
+    downloads: Sequence[Download],
+    settings: CodeBoxSettings | None,
+    err: IO[str],
+    progress: bool | None,
+) -> int:
+    """Upload, ``work(box)``, download, in a box that is stopped afterwards; the exit code."""
+    box = CodeBox(settings=settings)
+    try:
+        try:
+            for local, name in uploads:
+                with _progress(f"upload {name}", err, progress) as on_progress:
+                    box.upload(name, local.read_bytes(), on_progress=on_progress)
+            code = work(box)
+            for name, local in downloads:
+                with _progress(f"download {name}", err, progress) as on_progress:
+                    got = box.download(name, on_progress=on_progress)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                got.save(local)
+        except KeyboardInterrupt:
+            err.write("codebox: interrupted\n")
+            return EXIT_INTERRUPTED
+        except CodeBoxError as exc:
+            err.write(f"codebox: the box failed: {exc}\n")
+            return EXIT_BOX_ERROR
+        except OSError as exc:  # a local file to upload or to write
+            err.write(f"codebox: {exc}\n")
+            return EXIT_BOX_ERROR
+        return code
+    finally:
+        try:
+            box.stop()
+        except CodeBoxError as exc:  # the result is known; a failed cleanup only warns
+            logger.warning("stopping the box failed: %s", exc)
+
+
 def run_script(
     source: str | Path,
     *,
@@ -115,6 +226,9 @@ def run_script(
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
+    uploads: Sequence[Upload] = (),
+    downloads: Sequence[Download] = (),
+    progress: bool | None = None,
 ) -> int:
     """Run a script in a fresh box and stream its output; the box is stopped afterwards.
 
@@ -129,11 +243,15 @@ def run_script(
         stdin: Read instead of ``sys.stdin`` when ``source`` is ``"-"``.
         stdout: Where the script's stdout and results go (default ``sys.stdout``).
         stderr: Where its stderr, the traceback and notes go (default ``sys.stderr``).
+        uploads: Files uploaded before the script runs.
+        downloads: Files downloaded after it ran (whether or not it failed).
+        progress: Progress bars on ``stderr``: always, never, or ``None`` for transfers of
+            `PROGRESS_MIN_BYTES` or more on a terminal.
 
     Returns:
         The exit code: `EXIT_OK`; `EXIT_FAILED` if the script raised (a ``SystemExit``
-        gives its own code); `EXIT_BOX_ERROR` if the script could not be read or the box
-        failed; `EXIT_INTERRUPTED` after Ctrl-C.
+        gives its own code); `EXIT_BOX_ERROR` if the script or an upload could not be read,
+        a download is missing, or the box failed; `EXIT_INTERRUPTED` after Ctrl-C.
     """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
@@ -143,26 +261,81 @@ def run_script(
         err.write(f"codebox: cannot read {source}: {exc}\n")
         return EXIT_BOX_ERROR
     printer = _Printer(out, err, Path(images_dir))
-    box = CodeBox(settings=settings)
-    try:
-        try:
-            output = box.run(code, timeout=timeout, on_output=printer)
-        except KeyboardInterrupt:
-            err.write("codebox: interrupted\n")
-            return EXIT_INTERRUPTED
-        except CodeBoxError as exc:
-            err.write(f"codebox: the box failed: {exc}\n")
-            return EXIT_BOX_ERROR
+
+    def work(box: BaseBox) -> int:
+        output = box.run(code, timeout=timeout, on_output=printer)
         if output.error is not None and output.error.name != "SystemExit":
             err.write((output.error.traceback or str(output.error)).rstrip("\n") + "\n")
         if output.truncated:
             err.write("codebox: the output was cut at the box's output limit\n")
         return exit_code(output)
-    finally:
-        try:
-            box.stop()
-        except CodeBoxError as exc:  # the result is known; a failed cleanup only warns
-            logger.warning("stopping the box failed: %s", exc)
+
+    return _in_fresh_box(work, uploads, downloads, settings, err, progress)
+
+
+def command_exit_code(result: CommandResult) -> int:
+    """The exit code a finished command gives, as a shell would: its own, `EXIT_TIMED_OUT`
+    after a timeout, 128 + N when signal N ended it."""
+    if result.timed_out:
+        return EXIT_TIMED_OUT
+    return 128 - result.exit_code if result.exit_code < 0 else result.exit_code
+
+
+def run_command(
+    command: Command,
+    *,
+    timeout: float | None = None,
+    cwd: str | None = None,
+    settings: CodeBoxSettings | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    uploads: Sequence[Upload] = (),
+    downloads: Sequence[Download] = (),
+    progress: bool | None = None,
+) -> int:
+    """Run one shell command in a fresh box and stream its output; the box is stopped
+    afterwards.
+
+    Args:
+        command: A ``str`` for ``/bin/sh -c``, or a list ``[program, *args]``.
+        timeout: Seconds the command may run (default: no limit).
+        cwd: The directory it starts in, relative to the box.
+        settings: As for `run_script`.
+        stdout: As for `run_script`.
+        stderr: As for `run_script`.
+        uploads: As for `run_script`.
+        downloads: As for `run_script`.
+        progress: As for `run_script`.
+
+    Returns:
+        The command's exit code (see `command_exit_code`); `EXIT_BOX_ERROR` when the box
+        failed or a file could not be moved; `EXIT_INTERRUPTED` after Ctrl-C.
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        command = check_command(command)
+    except ValueError as exc:
+        err.write(f"codebox: {exc}\n")
+        return EXIT_BOX_ERROR
+    printer = _Printer(out, err, DEFAULT_IMAGES_DIR)
+
+    def work(box: BaseBox) -> int:
+        result = box.shell(command, timeout=timeout, cwd=cwd, on_output=printer)
+        if result.timed_out:
+            err.write(f"codebox: the command ran past its timeout of {timeout:g} s\n")
+        elif result.exit_code < 0:
+            err.write(f"codebox: the command was ended by {_signal_name(-result.exit_code)}\n")
+        return command_exit_code(result)
+
+    return _in_fresh_box(work, uploads, downloads, settings, err, progress)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 __all__ = [
@@ -171,7 +344,13 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TIMED_OUT",
+    "PROGRESS_MIN_BYTES",
+    "command_exit_code",
     "exit_code",
+    "parse_download",
+    "parse_upload",
     "read_source",
+    "run_command",
     "run_script",
 ]

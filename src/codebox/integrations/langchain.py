@@ -1,6 +1,6 @@
-"""LangChain tools on a box: ``run_python``, ``upload_file``, ``download_file``,
-``list_files`` and ``install_packages`` (the ``codebox[langchain]`` extra, on
-``langchain-core``).
+"""LangChain tools on a box: ``run_python``, ``run_shell``, ``upload_file``,
+``download_file``, ``list_files``, ``remove_file`` and ``install_packages`` (the
+``codebox[langchain]`` extra, on ``langchain-core``).
 
     from codebox import LocalBox
     from codebox.langchain import CodeBoxToolkit
@@ -35,7 +35,9 @@ from .tools import (
     DOWNLOAD_FILE,
     INSTALL_PACKAGES,
     LIST_FILES,
+    REMOVE_FILE,
     RUN_PYTHON,
+    RUN_SHELL,
     TOOLS,
     UPLOAD_FILE,
     ToolCall,
@@ -53,6 +55,19 @@ class RunPythonInput(BaseModel):
     """Arguments of ``run_python``."""
 
     code: str = _describe(RUN_PYTHON, "code")
+
+
+class RunShellInput(BaseModel):
+    """Arguments of ``run_shell``."""
+
+    command: str = _describe(RUN_SHELL, "command")
+    cwd: str | None = _describe(RUN_SHELL, "cwd", None)
+
+
+class RemoveFileInput(BaseModel):
+    """Arguments of ``remove_file``."""
+
+    file_name: str = _describe(REMOVE_FILE, "file_name")
 
 
 class UploadFileInput(BaseModel):
@@ -81,6 +96,8 @@ class InstallPackagesInput(BaseModel):
 
 _SCHEMAS: dict[str, type[BaseModel]] = {
     RUN_PYTHON: RunPythonInput,
+    RUN_SHELL: RunShellInput,
+    REMOVE_FILE: RemoveFileInput,
     UPLOAD_FILE: UploadFileInput,
     DOWNLOAD_FILE: DownloadFileInput,
     LIST_FILES: ListFilesInput,
@@ -100,9 +117,10 @@ class CodeBoxToolkit(BaseToolkit):
     Attributes:
         box: The box the tools run on (default: ``CodeBox()``, a `LocalBox` without an API
             key, started by the first call). The caller stops it: ``toolkit.box.stop()``.
-        names: Which tools `get_tools` returns, in order (default: all five).
+        names: Which tools `get_tools` returns, in order (default: all of them).
         max_chars: Character budget of each result's text.
-        timeout: Seconds a ``run_python`` call may take (default: the box's setting).
+        timeout: Seconds a ``run_python`` or ``run_shell`` call may take (default: the
+            box's setting).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -123,11 +141,13 @@ class CodeBoxToolkit(BaseToolkit):
                                    "timeout": self.timeout}
 
         def run(**arguments: Any) -> tuple[str | list[dict[str, Any]], ToolResult]:
-            result = execute_tool_call(self.box, ToolCall(name, arguments), **options)
+            call = ToolCall(name, {k: v for k, v in arguments.items() if v is not None})
+            result = execute_tool_call(self.box, call, **options)
             return _content(result), result
 
         async def arun(**arguments: Any) -> tuple[str | list[dict[str, Any]], ToolResult]:
-            result = await aexecute_tool_call(self.box, ToolCall(name, arguments), **options)
+            call = ToolCall(name, {k: v for k, v in arguments.items() if v is not None})
+            result = await aexecute_tool_call(self.box, call, **options)
             return _content(result), result
 
         return StructuredTool.from_function(
@@ -158,7 +178,9 @@ __all__ = [
     "DownloadFileInput",
     "InstallPackagesInput",
     "ListFilesInput",
+    "RemoveFileInput",
     "RunPythonInput",
+    "RunShellInput",
     "UploadFileInput",
     "codebox_tools",
 ]

@@ -1,9 +1,9 @@
 """``codebox mcp``: an MCP server (stdio transport) that lends an LLM one box per session.
 
-It offers the tools of `codebox.tools` — ``run_python``, ``upload_file``,
-``download_file``, ``list_files``, ``install_packages`` — on one box, made when the first
-tool is called and stopped when the session ends. The box is a `LocalBox`, or a box on a
-CodeBox server when ``CODEBOX_API_KEY`` is set. Needs the ``codebox[mcp]`` extra (the
+It offers the tools of `codebox.tools` — ``run_python``, ``run_shell``, ``upload_file``,
+``download_file``, ``list_files``, ``remove_file``, ``install_packages`` — on one box, made
+when the first tool is called and stopped when the session ends. The box is a `LocalBox`,
+or a box on a CodeBox server when ``CODEBOX_API_KEY`` is set. Needs the ``codebox[mcp]`` extra (the
 official ``mcp`` SDK).
 
 A client starts it as a subprocess, e.g. in a desktop client's configuration::
@@ -48,7 +48,9 @@ from .tools import (
     DOWNLOAD_FILE,
     INSTALL_PACKAGES,
     LIST_FILES,
+    REMOVE_FILE,
     RUN_PYTHON,
+    RUN_SHELL,
     TOOLS,
     UPLOAD_FILE,
     ToolCall,
@@ -62,8 +64,9 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = (
     "This server runs Python code in a stateful Jupyter kernel of its own: variables, "
     "imports and files persist between calls for the whole session. Use run_python to "
-    "compute, analyse data and plot (plt.show() returns the figure as an image); move files "
-    "in and out with upload_file and download_file."
+    "compute, analyse data and plot (plt.show() returns the figure as an image); run_shell "
+    "for command-line tools in the same directory; move files in and out with upload_file "
+    "and download_file."
 )
 
 
@@ -127,8 +130,8 @@ def build_server(
             `CodeBox` when the first tool is called, stopped when the session ends.
         settings: Settings of that default box (default: from ``CODEBOX_*`` and ``.env``).
         max_chars: Character budget of each tool result's text.
-        run_timeout: Seconds a ``run_python`` call may take (default: the box's setting,
-            no limit).
+        run_timeout: Seconds a ``run_python`` or ``run_shell`` call may take (default: the
+            box's setting, no limit).
 
     Returns:
         An ``mcp.server.mcpserver.MCPServer``; run it with ``run_stdio_async()``.
@@ -156,6 +159,12 @@ def build_server(
     async def run_python(code: Annotated[str, _arg(RUN_PYTHON, "code")]) -> CallToolResult:
         return await call(RUN_PYTHON, code=code)
 
+    async def run_shell(
+        command: Annotated[str, _arg(RUN_SHELL, "command")],
+        cwd: Annotated[str | None, _arg(RUN_SHELL, "cwd")] = None,
+    ) -> CallToolResult:
+        return await call(RUN_SHELL, command=command, cwd=cwd)
+
     async def upload_file(
         file_name: Annotated[str, _arg(UPLOAD_FILE, "file_name")],
         content: Annotated[str, _arg(UPLOAD_FILE, "content")],
@@ -171,12 +180,19 @@ def build_server(
     async def list_files() -> CallToolResult:
         return await call(LIST_FILES)
 
+    async def remove_file(
+        file_name: Annotated[str, _arg(REMOVE_FILE, "file_name")],
+    ) -> CallToolResult:
+        return await call(REMOVE_FILE, file_name=file_name)
+
     async def install_packages(
         package_names: Annotated[list[str], _arg(INSTALL_PACKAGES, "package_names")],
     ) -> CallToolResult:
         return await call(INSTALL_PACKAGES, package_names=package_names)
 
-    for fn in (run_python, upload_file, download_file, list_files, install_packages):
+    tools = (run_python, run_shell, upload_file, download_file, list_files, remove_file,
+             install_packages)
+    for fn in tools:
         server.add_tool(fn, name=fn.__name__, description=TOOLS[fn.__name__].description)
     return server
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from ..base import BaseBox
 from ..errors import CodeBoxError
-from ..schema import CodeBoxFile, CodeBoxOutput
+from ..schema import CodeBoxFile, CodeBoxOutput, CommandResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ UPLOAD_FILE = "upload_file"
 DOWNLOAD_FILE = "download_file"
 LIST_FILES = "list_files"
 INSTALL_PACKAGES = "install_packages"
+RUN_SHELL = "run_shell"
+REMOVE_FILE = "remove_file"
 
 DEFAULT_MAX_CHARS = 8_000
 """Default character budget of the text a tool result gives the model."""
@@ -120,6 +122,25 @@ TOOLS: dict[str, ToolSpec] = {
                     ["code"]),
         ),
         ToolSpec(
+            RUN_SHELL,
+            "Run a shell command (/bin/sh) in the same box as the Python kernel: same working "
+            "directory and files. Use it for command-line tools: ls, grep, git, pip, curl, "
+            "unzip, ... Returns what the command printed (stdout and stderr, in order) and its "
+            "exit code; a non-zero exit code means the command failed. Commands do not keep "
+            "state between calls (use cwd, not cd, to work in a folder).",
+            _schema(
+                {
+                    "command": {"type": "string", "description": "The command line to run."},
+                    "cwd": {
+                        "type": "string",
+                        "description": "Folder to run it in, relative to the working "
+                        "directory (default: the working directory).",
+                    },
+                },
+                ["command"],
+            ),
+        ),
+        ToolSpec(
             UPLOAD_FILE,
             "Write a file into the working directory of the Python kernel, creating folders "
             "as needed. Give text as is, or binary content base64-encoded with "
@@ -147,6 +168,11 @@ TOOLS: dict[str, ToolSpec] = {
             LIST_FILES,
             "List every file in the working directory of the Python kernel, with sizes.",
             _schema({}, []),
+        ),
+        ToolSpec(
+            REMOVE_FILE,
+            "Delete a file, or a folder with everything in it, from the working directory.",
+            _schema({"file_name": _FILE_NAME}, ["file_name"]),
         ),
         ToolSpec(
             INSTALL_PACKAGES,
@@ -177,7 +203,8 @@ def tool_definitions(
         format: ``"openai"`` (Chat Completions ``tools``) or ``"anthropic"`` (Messages
             ``tools``).
         names: Which tools, in order (default: all of `TOOLS`: ``run_python``,
-            ``upload_file``, ``download_file``, ``list_files``, ``install_packages``).
+            ``run_shell``, ``upload_file``, ``download_file``, ``list_files``,
+            ``remove_file``, ``install_packages``).
 
     Returns:
         One JSON-ready dict per tool.
@@ -287,6 +314,7 @@ class ToolResult:
         name: The tool that was called.
         output: The full result of a ``run_python`` call (nothing cut).
         file: The file of a ``download_file`` call, with its content.
+        command: The full result of a ``run_shell`` call (nothing cut).
     """
 
     text: str
@@ -297,6 +325,7 @@ class ToolResult:
     name: str | None = None
     output: CodeBoxOutput | None = None
     file: CodeBoxFile | None = None
+    command: CommandResult | None = None
 
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 60 else self.text[:60] + "…"
@@ -509,6 +538,23 @@ def _own_line(text: str, before: list[str]) -> str:
     return lead + text + ("" if text.endswith("\n") else "\n")
 
 
+def format_command(result: CommandResult, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """The text a model gets for a shell command: its output in order (head and tail kept
+    within ``max_chars``), then how it ended."""
+    if result.timed_out:
+        ending = ("[the command ran out of time and was ended, with every process it "
+                  "started]")
+    else:
+        ending = f"[exit code {result.exit_code}]"
+    if result.truncated:
+        ending = "[the box cut this output at its output limit]\n" + ending
+    body = str(result)
+    if not body:
+        return "[no output]\n" + ending
+    sep = "" if body.endswith("\n") else "\n"
+    return truncate_middle(body, max_chars - len(ending) - len(sep)) + sep + ending
+
+
 def file_kind(file: CodeBoxFile) -> Literal["image", "text", "binary"]:
     """How a file is shown to a model: as an image (PNG, JPEG, GIF, WebP by extension), as
     text (UTF-8 without NUL bytes), or not at all (binary)."""
@@ -588,6 +634,16 @@ def _prepare(call: ToolCall, opts: _Options) -> _Action:
         raise _InvalidCall(f"{call.name} takes no argument(s) {sorted(extra)}")
     if call.name == RUN_PYTHON:
         return _Action("run", (_string_arg(call, "code"),), {"timeout": opts.timeout})
+    if call.name == RUN_SHELL:
+        command = _string_arg(call, "command")
+        if not command.strip():
+            raise _InvalidCall("run_shell needs a command")
+        cwd = call.arguments.get("cwd")
+        if cwd is not None and not isinstance(cwd, str):
+            raise _InvalidCall("cwd must be a string")
+        return _Action("shell", (command,), {"timeout": opts.timeout, "cwd": cwd or None})
+    if call.name == REMOVE_FILE:
+        return _Action("remove", (_string_arg(call, "file_name"),))
     if call.name == UPLOAD_FILE:
         content: str | bytes = _string_arg(call, "content")
         encoding = call.arguments.get("encoding", "text")
@@ -620,8 +676,14 @@ def _interpret(call: ToolCall, value: Any, opts: _Options) -> ToolResult:
             max_images=opts.max_images,
         )
         result.is_error = value.error is not None
+    elif call.name == RUN_SHELL:
+        result.command = value
+        result.text = format_command(value, max_chars=opts.max_chars)
+        result.is_error = not value.ok
     elif call.name == UPLOAD_FILE:
         result.text = f"Wrote {value.name} ({value.size} bytes)."
+    elif call.name == REMOVE_FILE:
+        result.text = f"Removed {call.arguments['file_name']}."
     elif call.name == DOWNLOAD_FILE:
         result.file = value
         result.text, result.images = format_file(value, max_chars=opts.max_chars)
@@ -663,7 +725,7 @@ def _start(call: Any, opts: _Options) -> tuple[ToolCall | None, _Action | ToolRe
         return parsed, _failed(parsed, f"Invalid call of {parsed.name}: {exc}", opts)
 
 
-def _box_failed(call: ToolCall, exc: CodeBoxError, opts: _Options) -> ToolResult:
+def _box_failed(call: ToolCall, exc: Exception, opts: _Options) -> ToolResult:
     logger.info("tool call %s failed: %s", call.name, exc)
     return _failed(call, f"{call.name} failed: {exc}", opts)
 
@@ -692,8 +754,8 @@ def execute_tool_call(
         max_chars: Character budget of the result's text (at least 200).
         traceback_frames: Innermost frames of an error's traceback to keep.
         max_images: Most images in one result.
-        timeout: Seconds a ``run_python`` call may take (default: the box's
-            ``run_timeout``, no limit).
+        timeout: Seconds a ``run_python`` or ``run_shell`` call may take (default: the
+            box's ``run_timeout``, no limit).
 
     Returns:
         The `ToolResult`; `ToolResult.to_openai_messages` and
@@ -709,7 +771,7 @@ def execute_tool_call(
     assert parsed is not None
     try:
         value = getattr(box, step.method)(*step.args, **step.kwargs)
-    except CodeBoxError as exc:
+    except (CodeBoxError, ValueError) as exc:  # the model's call, refused by the box
         return _box_failed(parsed, exc, opts)
     return _interpret(parsed, value, opts)
 
@@ -732,7 +794,7 @@ async def aexecute_tool_call(
     assert parsed is not None
     try:
         value = await getattr(box, "a" + step.method)(*step.args, **step.kwargs)
-    except CodeBoxError as exc:
+    except (CodeBoxError, ValueError) as exc:  # the model's call, refused by the box
         return _box_failed(parsed, exc, opts)
     return _interpret(parsed, value, opts)
 
@@ -744,7 +806,9 @@ __all__ = [
     "DOWNLOAD_FILE",
     "INSTALL_PACKAGES",
     "LIST_FILES",
+    "REMOVE_FILE",
     "RUN_PYTHON",
+    "RUN_SHELL",
     "TOOLS",
     "UPLOAD_FILE",
     "ToolCall",
@@ -755,6 +819,7 @@ __all__ = [
     "aexecute_tool_call",
     "execute_tool_call",
     "file_kind",
+    "format_command",
     "format_file",
     "format_files",
     "format_output",

@@ -11,27 +11,43 @@ same user on the same machine: a `LocalBox` is not a security boundary.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import getpass
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._commands import AsyncCommandStream, Command, CommandStream, check_env, check_timeout
 from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
-from ..base import BaseBox, Content, OnOutput, code_to_run
+from ..base import BaseBox, Content, OnOutput, OnProgress, code_to_run
 from ..errors import CodeBoxError
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult
 from ..settings import CodeBoxSettings
 from . import _kernel_ops as ops
 from ._drivers import AsyncDriver, Done, SyncDriver
 from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
+
+logger = logging.getLogger(__name__)
+
+
+def _acquire(driver: AsyncDriver, seconds: float) -> bool:
+    """Take an async driver's lock from another thread, within ``seconds``."""
+    future = asyncio.run_coroutine_threadsafe(driver.lock.acquire(), driver.loop)
+    try:
+        return future.result(seconds)
+    except concurrent.futures.TimeoutError:
+        if future.cancel():
+            return False
+        return future.result()  # it was acquired meanwhile: keep it
 
 
 def _os_user() -> str:
@@ -52,6 +68,8 @@ class LocalBox(BaseBox):
         gateway_url: A running Kernel Gateway or Enterprise Gateway to use instead of
             spawning one.
         gateway_token: The auth token of that gateway.
+        env: Environment variables set in the kernel at start (and after every restart):
+            the code and every command it runs see them.
         settings: Settings for this box (default: read from ``CODEBOX_*`` and ``.env``).
     """
 
@@ -64,9 +82,11 @@ class LocalBox(BaseBox):
         kernel_name: str | None = None,
         gateway_url: str | None = None,
         gateway_token: str | None = None,
+        env: Mapping[str, str] | None = None,
         settings: CodeBoxSettings | None = None,
     ) -> None:
         super().__init__(settings=settings)
+        self._env = check_env(env)
         s = self.settings
         self._gateway_url = (gateway_url or s.gateway_url or "").rstrip("/") or None
         self._gateway_token = gateway_token if gateway_token is not None else s.gateway_token
@@ -142,16 +162,22 @@ class LocalBox(BaseBox):
             interrupt_timeout=s.interrupt_timeout,
             output_limit=s.output_limit,
             chunk_size=s.chunk_size,
+            env=self._env,
             gateway_env=self._gateway_env(),
         )
 
     def _gateway_env(self) -> dict[str, str] | None:
-        """What a kernel start tells a gateway given by URL: who the kernel is for
-        (Enterprise Gateway needs ``KERNEL_USERNAME``) and the deployment's ``KERNEL_*``."""
+        """What a kernel start tells a gateway given by URL: the box's ``env`` (set in the
+        kernel at start in any case; a gateway passes it on where its operator allows), who
+        the kernel is for (Enterprise Gateway needs ``KERNEL_USERNAME``) and the
+        deployment's ``KERNEL_*``. ``KERNEL_*`` names come from the settings only: on
+        Enterprise Gateway they choose the kernel's user, image, namespace, uid — the
+        deployment's choices, never a caller's (``codebox serve`` passes clients' ``env``)."""
         if self._gateway_url is None:
             return None  # the spawned gateway: the kernel inherits our environment
         s = self.settings
-        return {"KERNEL_USERNAME": s.kernel_username or _os_user(), **s.kernel_env}
+        own = {k: v for k, v in self._env.items() if not k.startswith("KERNEL_")}
+        return {**own, **s.kernel_env, "KERNEL_USERNAME": s.kernel_username or _os_user()}
 
     def _use_sync(self) -> SyncDriver:
         if self._async is not None and self._async.connected:
@@ -203,17 +229,68 @@ class LocalBox(BaseBox):
         return await self._acall(ops.start(self._state, self._config()))
 
     def stop(self) -> CodeBoxStatus:
-        self._call(self._stop_op())
-        self._sync.close()
+        if not self._sync_lock.acquire(blocking=False):
+            self._end_the_run(lambda: self.interrupt(),
+                              lambda seconds: self._sync_lock.acquire(timeout=seconds))
+        try:
+            self._slot.settle()
+            self._use_sync().run(self._stop_op())
+            self._sync.close()
+        finally:
+            self._sync_lock.release()
         return self._stopped()
 
     async def astop(self) -> CodeBoxStatus:
         driver = self._driver()
-        async with driver.lock:
+        if driver.lock.locked():
+            await asyncio.to_thread(self._end_the_run, lambda: self._sync.run(self._interrupt_op()),
+                                    lambda seconds: _acquire(driver, seconds))
+        else:
+            await driver.lock.acquire()
+        try:
             await self._slot.asettle()
             await driver.run(self._stop_op())
             await driver.close()
+        finally:
+            driver.lock.release()
         return self._stopped()
+
+    def _end_the_run(self, interrupt: Callable[[], Any], take: Callable[[float], bool]) -> None:
+        """Take the box's lock from a run (or stream) in another thread or task, so that
+        `stop` never waits for it: interrupt the run; if it ignores that, delete its kernel
+        from under it.
+
+        Raises:
+            CodeBoxError: The run still holds the box.
+        """
+        grace = self.settings.interrupt_timeout
+        for end in (interrupt, self._delete_kernel):
+            try:
+                end()
+            except CodeBoxError as exc:
+                logger.warning("%r: could not end the run in progress: %s", self, exc)
+            if take(grace):
+                return
+        if not take(self.settings.timeout):
+            raise CodeBoxError("stop(): an operation in progress holds the box and does not end")
+
+    def _interrupt_op(self) -> ops.Op:
+        return ops.interrupt(self._state, self._config())
+
+    def _delete_kernel(self) -> None:
+        """Delete the kernel over a connection of its own (the box's is busy), and cut the
+        box's websockets, so that the run waiting on them ends."""
+        st = self._state
+        if st.address is not None and st.kernel_id is not None:
+            driver = SyncDriver(self._gateway_address, lambda: None)
+            try:
+                driver.run(ops.http(st, "delete the kernel", "DELETE",
+                                    f"/api/kernels/{st.kernel_id}"))
+            finally:
+                driver.close()
+        self._sync.drop_connection()
+        if self._async is not None:
+            self._async.abort()
 
     def _adopt(self, kernel_id: str, root: str | None) -> None:
         """Take over a kernel already set up on the box's gateway (given by URL) — one a
@@ -308,27 +385,35 @@ class LocalBox(BaseBox):
     # -- files -------------------------------------------------------------------------
 
     def upload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         op = ops.upload(self._state, self._config(), file_name, content,
-                        timeout or self.settings.timeout)
+                        timeout or self.settings.timeout, on_progress)
         return self._call(op)
 
     async def aupload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         op = ops.upload(self._state, self._config(), file_name, content,
-                        timeout or self.settings.timeout)
+                        timeout or self.settings.timeout, on_progress)
         return await self._acall(op)
 
-    def download(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    def download(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         op = ops.download(self._state, self._config(), file_name,
-                          timeout or self.settings.timeout)
+                          timeout or self.settings.timeout, on_progress)
         return self._call(op)
 
-    async def adownload(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    async def adownload(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         op = ops.download(self._state, self._config(), file_name,
-                          timeout or self.settings.timeout)
+                          timeout or self.settings.timeout, on_progress)
         return await self._acall(op)
 
     async def _aread(
@@ -361,3 +446,89 @@ class LocalBox(BaseBox):
 
     async def alist_files(self) -> list[CodeBoxFile]:
         return await self._acall(ops.list_files(self._state, self._config()))
+
+    def remove(self, path: str) -> CodeBoxStatus:
+        return self._call(ops.remove(self._state, self._config(), path))
+
+    async def aremove(self, path: str) -> CodeBoxStatus:
+        return await self._acall(ops.remove(self._state, self._config(), path))
+
+    def rename(self, source: str, destination: str) -> CodeBoxFile:
+        return self._call(ops.rename(self._state, self._config(), source, destination))
+
+    async def arename(self, source: str, destination: str) -> CodeBoxFile:
+        return await self._acall(ops.rename(self._state, self._config(), source, destination))
+
+    def make_dir(self, path: str) -> CodeBoxFile:
+        return self._call(ops.make_dir(self._state, self._config(), path))
+
+    async def amake_dir(self, path: str) -> CodeBoxFile:
+        return await self._acall(ops.make_dir(self._state, self._config(), path))
+
+    def exists(self, path: str) -> bool:
+        return self._call(ops.exists(self._state, self._config(), path))
+
+    async def aexists(self, path: str) -> bool:
+        return await self._acall(ops.exists(self._state, self._config(), path))
+
+    def file_info(self, path: str) -> CodeBoxFile:
+        return self._call(ops.file_info(self._state, self._config(), path))
+
+    async def afile_info(self, path: str) -> CodeBoxFile:
+        return await self._acall(ops.file_info(self._state, self._config(), path))
+
+    # -- shell commands ----------------------------------------------------------------
+
+    def _shell_op(self, command: Command, timeout: float | None, cwd: str | None,
+                  env: Mapping[str, str] | None) -> ops.Op:
+        limit = check_timeout(timeout) or self.settings.run_timeout
+        return ops.shell(self._state, self._config(), command, timeout=limit, cwd=cwd, env=env)
+
+    def shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        return self._call(self._shell_op(command, timeout, cwd, env), on_output)
+
+    async def ashell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        return await self._acall(self._shell_op(command, timeout, cwd, env), on_output)
+
+    def stream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandStream:
+        op = self._shell_op(command, timeout, cwd, env)
+        return CommandStream(self._slot, lambda: self._use_sync().steps(op),
+                             lambda: self._sync_lock)
+
+    def astream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncCommandStream:
+        op = self._shell_op(command, timeout, cwd, env)
+
+        async def begin() -> AsyncGenerator[Any, None]:
+            return self._driver().steps(op)
+
+        return AsyncCommandStream(self._slot, begin, lambda: self._driver().lock)

@@ -297,6 +297,10 @@ class SyncDriver:
     def connected(self) -> bool:
         return self._ws is not None
 
+    def drop_connection(self) -> None:
+        """Close the websocket, from any thread: a `Recv` waiting on it fails at once."""
+        self._drop_ws()
+
     def close_http(self) -> None:
         client, self._client, self._client_url = self._client, None, None
         if client is not None:

@@ -15,8 +15,10 @@ import io
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
+from .._commands import CommandOutput, check_command, check_cwd, check_env
 from .._paths import check_file_name
 from ..errors import (
     CodeBoxAuthError,
@@ -32,6 +34,9 @@ from . import _jupyter as jupyter
 from ._gateway import GatewayAddress
 from ._jupyter import Execution, Message, decode_frame
 from ._snippets import DATA_MSG_TYPE, snippet
+
+OnProgress = Callable[[int, int], Any]
+"""Called with ``(done_bytes, total_bytes)`` as a transfer goes on."""
 
 # -- the I/O requests --------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class KernelConfig:
     interrupt_timeout: float = 5.0
     output_limit: int | None = None
     chunk_size: int = 8 * 1024 * 1024
+    env: dict[str, str] = field(default_factory=dict)  # set in the kernel at every setup
     # Sent as the kernel start's "env": gateways then replace the kernel's environment with
     # theirs plus these (KERNEL_* names and what the operator allows), so None sends none.
     gateway_env: dict[str, str] | None = None
@@ -182,7 +188,8 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
     if st.needs_setup:
         # A kernel restarted or replaced keeps the box's root, even one the kernel made.
         root = cfg.root if cfg.root is not None else st.root
-        data = yield from call(st, snippet("setup", root=root), cfg.start_timeout, "set up")
+        code = snippet("setup", root=root, env=cfg.env)
+        data = yield from call(st, code, cfg.start_timeout, "set up")
         st.root = data[0].content["root"]
         st.needs_setup = False
     st.status = "running"
@@ -261,6 +268,12 @@ def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float
             for other in calls.values():  # a parentless restart concerns every call
                 other.execution.feed(msg)
     done = calls.pop(msg_id)
+    yield from _check_finished(st, ex, what)
+    return done.data
+
+
+def _check_finished(st: KernelState, ex: Execution, what: str) -> Op:
+    """Raise the `CodeBoxError` for a snippet that died with its kernel or failed."""
     if ex.died:
         _kernel_lost(st, ex.died)
         yield Disconnect()  # as in `execute`: the restarted kernel may listen elsewhere
@@ -269,7 +282,6 @@ def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float
         err = ex.error
         kind = CodeBoxNotFoundError if err.name == "FileNotFoundError" else CodeBoxError
         raise kind(f"{what}: {err.name}: {err.value}")
-    return done.data
 
 
 def _kernel_lost(st: KernelState, how: str) -> None:
@@ -437,7 +449,7 @@ def install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
 
 
 def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
-           timeout: float | None) -> Op:
+           timeout: float | None, on_progress: OnProgress | None = None) -> Op:
     name = check_file_name(file_name)
     if isinstance(content, str):
         content = content.encode()
@@ -450,17 +462,30 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     offsets = range(0, size, step) if size else [0]
     what = f"upload {name!r}"
     calls: dict[str, _Call] = {}
+    sizes: dict[str, int] = {}
+    done = 0
+
+    def written() -> Op:  # the oldest chunk in flight is on disk
+        nonlocal done
+        msg_id = next(iter(calls))
+        yield from finish(st, calls, msg_id, timeout, what)
+        done += sizes.pop(msg_id)
+        if on_progress is not None:
+            on_progress(done, size)
+
+    if on_progress is not None:
+        on_progress(0, size)
     try:
         # Two chunks in flight: the next one travels while the kernel writes this one.
         for offset in offsets:
             code = snippet("write", root=st.root, name=name, first=offset == 0,
                            last=offset + step >= size)
             chunk = data[offset:offset + step]
-            yield from submit(st, calls, code, (chunk,) if size else ())
+            sizes[(yield from submit(st, calls, code, (chunk,) if size else ()))] = len(chunk)
             if len(calls) == 2:
-                yield from finish(st, calls, next(iter(calls)), timeout, what)
+                yield from written()
         while calls:
-            yield from finish(st, calls, next(iter(calls)), timeout, what)
+            yield from written()
     except BaseException:
         try:
             yield from call(st, snippet("abort_write", root=st.root, name=name), 5.0, "clean up")
@@ -470,16 +495,23 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     return CodeBoxFile(name=name, size=size)
 
 
-def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None) -> Op:
+def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None,
+             on_progress: OnProgress | None = None) -> Op:
     name = check_file_name(file_name)
     yield from ensure_kernel(st, cfg)
     # BytesIO hands its buffer over in getvalue() without a copy (a bytearray would need
     # one more copy of the whole file to become bytes).
     buf = io.BytesIO()
+    total = 0
 
     def on_data(msg: Message) -> None:
+        nonlocal total
+        if "size" in msg.content:
+            total = msg.content["size"]
         for part in msg.buffers:
             buf.write(part)
+        if on_progress is not None and (msg.buffers or "size" in msg.content):
+            on_progress(buf.tell(), max(total, buf.tell()))
 
     code = snippet("read", root=st.root, name=name, chunk_size=cfg.chunk_size)
     yield from call(st, code, timeout, f"download {name!r}", on_data=on_data)
@@ -513,4 +545,119 @@ def list_files(st: KernelState, cfg: KernelConfig) -> Op:
 
 def status(st: KernelState) -> CodeBoxStatus:
     return CodeBoxStatus(status=st.status)
+
+
+# -- shell commands --------------------------------------------------------------------------
+
+
+def shell(st: KernelState, cfg: KernelConfig, command: Any, *, timeout: float | None,
+          cwd: str | None, env: Any) -> Op:
+    """Run a command in the box (the kernel starts it, see the ``shell`` snippet); emit each
+    piece of its output as it arrives; return the `CommandResult`.
+
+    The kernel ends the command at ``timeout``. Should the kernel not answer by then (plus
+    ``interrupt_timeout``), it is interrupted, which ends the command too.
+    """
+    args = {"command": check_command(command), "cwd": check_cwd(cwd), "env": check_env(env),
+            "timeout": timeout}
+    yield from ensure_kernel(st, cfg)
+    code = snippet("shell", root=st.root, **args)
+    msg_id, frame = st.session.execute_request(code, silent=True)
+    ex = Execution(msg_id)
+    out = CommandOutput(cfg.output_limit)
+    end: dict[str, Any] = {}
+    yield Send(frame)
+    late = None if timeout is None else timeout + cfg.interrupt_timeout
+    try:
+        finished = yield from _collect_command(ex, out, end, _deadline(late))
+        if not finished:
+            yield from interrupt_quietly(st)
+            finished = yield from _collect_command(ex, out, end,
+                                                   _deadline(cfg.interrupt_timeout))
+    except BaseException:
+        # Ctrl-C, task cancelled, stream abandoned: the interrupt ends the command.
+        if not ex.done:
+            yield from interrupt_quietly(st)
+        raise
+    if not finished:
+        yield from restart(st, cfg)
+        raise CodeBoxTimeoutError(f"shell: the kernel did not end the command within "
+                                  f"{timeout:g} s; it was restarted and its variables are gone")
+    yield from _check_finished(st, ex, "shell")
+    if "exit_code" not in end:
+        raise CodeBoxError("shell: the kernel ended without the command's exit code")
+    for chunk in out.flush():
+        yield Emit(chunk)
+    return out.result(end["exit_code"], end["timed_out"])
+
+
+def _collect_command(ex: Execution, out: CommandOutput, end: dict[str, Any],
+                     deadline: float | None) -> Op:
+    """Take the messages of a command until its snippet is done (True) or the deadline
+    passes (False): output pieces are emitted, the final data goes to ``end``."""
+    while not ex.done:
+        raw = yield Recv(_remaining(deadline))
+        if raw is None:
+            return False
+        msg = decode_frame(raw)
+        if msg.parent_id != ex.msg_id or msg.msg_type != DATA_MSG_TYPE:
+            ex.feed(msg)
+        elif "stream" in msg.content:
+            for part in msg.buffers:
+                chunk = out.feed(msg.content["stream"], part)
+                if chunk is not None:
+                    yield Emit(chunk)
+        else:
+            end.update(msg.content)
+    return True
+
+
+# -- file operations -------------------------------------------------------------------------
+
+
+def _file_op(st: KernelState, cfg: KernelConfig, op: str, name: str, what: str,
+             **args: Any) -> Op:
+    """Run the file snippet ``op`` on the checked ``name``; return its answer."""
+    yield from ensure_kernel(st, cfg)
+    (result,) = yield from call(st, snippet(op, root=st.root, name=name, **args),
+                                cfg.timeout, f"{what} {name!r}")
+    return result.content
+
+
+def _described(name: str, info: dict[str, Any]) -> CodeBoxFile:
+    modified = info.get("modified")
+    return CodeBoxFile(
+        name=name, size=info.get("size"), is_dir=bool(info.get("is_dir")),
+        modified=None if modified is None else datetime.fromtimestamp(modified, timezone.utc),
+    )
+
+
+def remove(st: KernelState, cfg: KernelConfig, path: str) -> Op:
+    name = check_file_name(path)
+    yield from _file_op(st, cfg, "remove", name, "remove")
+    return CodeBoxStatus(status=f"{name} removed")
+
+
+def rename(st: KernelState, cfg: KernelConfig, source: str, destination: str) -> Op:
+    name, new = check_file_name(source), check_file_name(destination)
+    answer = yield from _file_op(st, cfg, "rename", name, "rename", destination=new)
+    return _described(new, answer["info"])
+
+
+def make_dir(st: KernelState, cfg: KernelConfig, path: str) -> Op:
+    name = check_file_name(path)
+    answer = yield from _file_op(st, cfg, "make_dir", name, "make directory")
+    return _described(name, answer["info"])
+
+
+def exists(st: KernelState, cfg: KernelConfig, path: str) -> Op:
+    name = check_file_name(path)
+    answer = yield from _file_op(st, cfg, "exists", name, "check")
+    return bool(answer["exists"])
+
+
+def file_info(st: KernelState, cfg: KernelConfig, path: str) -> Op:
+    name = check_file_name(path)
+    answer = yield from _file_op(st, cfg, "file_info", name, "describe")
+    return _described(name, answer["info"])
 

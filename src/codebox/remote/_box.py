@@ -12,16 +12,25 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import httpx
 
+from .._commands import (
+    AsyncCommandStream,
+    Command,
+    CommandStream,
+    check_command,
+    check_cwd,
+    check_env,
+    check_timeout,
+)
 from .._paths import check_file_name
 from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
 from .._tls import verify_for
-from ..base import BaseBox, Content, OnOutput, code_to_run
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
+from ..base import BaseBox, Content, OnOutput, OnProgress, code_to_run
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult, OutputChunk
 from ..settings import CodeBoxSettings
 from . import _ops as ops
 from ._drivers import AsyncDriver, Done, SyncDriver
@@ -53,10 +62,10 @@ def _resolve(
     return base.model_copy(update=update) if update else base
 
 
-def _local_box(settings: CodeBoxSettings) -> LocalBox:
+def _local_box(settings: CodeBoxSettings, env: Mapping[str, str] | None) -> LocalBox:
     from ..local import LocalBox  # only now: a key's user never loads the local machinery
 
-    return LocalBox(settings=settings)
+    return LocalBox(settings=settings, env=env)
 
 
 class CodeBox(BaseBox):
@@ -78,6 +87,8 @@ class CodeBox(BaseBox):
         timeout: Seconds allowed for one HTTP request (default: ``settings.timeout``).
             A run is allowed its own ``timeout`` plus a margin, and no limit without one.
         local: Return a `LocalBox` whatever the key.
+        env: Environment variables set in the session's kernel at start (extension
+            ``start-options``).
     """
 
     # What a call gives, for type checkers that read ``__new__`` (pyright does; mypy
@@ -92,6 +103,7 @@ class CodeBox(BaseBox):
         settings: CodeBoxSettings | None = None,
         timeout: float | None = None,
         local: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> LocalBox: ...
 
     @overload
@@ -104,6 +116,7 @@ class CodeBox(BaseBox):
         timeout: float | None = None,
         *,
         local: Literal[True],
+        env: Mapping[str, str] | None = None,
     ) -> LocalBox: ...
 
     @overload
@@ -115,6 +128,7 @@ class CodeBox(BaseBox):
         settings: CodeBoxSettings | None = None,
         timeout: float | None = None,
         local: Literal[False] = False,
+        env: Mapping[str, str] | None = None,
     ) -> CodeBox: ...
 
     @overload
@@ -126,6 +140,7 @@ class CodeBox(BaseBox):
         settings: CodeBoxSettings | None = None,
         timeout: float | None = None,
         local: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> CodeBox | LocalBox: ...
 
     def __new__(
@@ -136,10 +151,11 @@ class CodeBox(BaseBox):
         settings: CodeBoxSettings | None = None,
         timeout: float | None = None,
         local: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> Any:
         resolved = _resolve(api_key, base_url, settings, timeout)
         if _wants_local(resolved, local):
-            return _local_box(resolved)
+            return _local_box(resolved, env)
         return super().__new__(cls)
 
     def __init__(
@@ -150,12 +166,14 @@ class CodeBox(BaseBox):
         settings: CodeBoxSettings | None = None,
         timeout: float | None = None,
         local: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(settings=_resolve(api_key, base_url, settings, timeout))
         self._state = ops.ClientState(
             session_id=None if session_id is None else session_id_of(session_id),
             started=session_id is not None,
             retry=RetryPolicy(max_retries=self.settings.max_retries),
+            env=check_env(env),
         )
         self._sync = SyncDriver(self._new_client, self.settings.timeout)
         self._async: AsyncDriver | None = None
@@ -430,33 +448,44 @@ class CodeBox(BaseBox):
     # -- files ------------------------------------------------------------------------
 
     def upload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         """Upload ``content`` as the file ``file_name`` of the session; see `BaseBox.upload`.
 
         ``timeout``: seconds for the transfer (default: the box's ``timeout``).
         """
-        return self._call(ops.upload(self._state, *prepare_upload(file_name, content), timeout))
+        name, data = prepare_upload(file_name, content)
+        return self._call(ops.upload(self._state, name, data, timeout, on_progress))
 
     async def aupload(
-        self, file_name: str, content: Content, *, timeout: float | None = None
+        self, file_name: str, content: Content, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
     ) -> CodeBoxFile:
         """Async version of `upload`."""
         name, data = prepare_upload(file_name, content)
-        return await self._acall(ops.upload(self._state, name, data, timeout))
+        return await self._acall(ops.upload(self._state, name, data, timeout, on_progress))
 
-    def download(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    def download(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         """Download the file ``file_name`` of the session; its name is the one the server's
         ``Content-Disposition`` gives, else ``file_name``.
 
         Raises:
             CodeBoxNotFoundError: There is no such file.
         """
-        return self._call(ops.download(self._state, check_file_name(file_name), timeout))
+        name = check_file_name(file_name)
+        return self._call(ops.download(self._state, name, timeout, on_progress))
 
-    async def adownload(self, file_name: str, *, timeout: float | None = None) -> CodeBoxFile:
+    async def adownload(
+        self, file_name: str, *, timeout: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> CodeBoxFile:
         """Async version of `download`."""
-        return await self._acall(ops.download(self._state, check_file_name(file_name), timeout))
+        name = check_file_name(file_name)
+        return await self._acall(ops.download(self._state, name, timeout, on_progress))
 
     def list_files(self) -> list[CodeBoxFile]:
         """The files of the session, sorted by name (sizes where the server gives them)."""
@@ -465,3 +494,109 @@ class CodeBox(BaseBox):
     async def alist_files(self) -> list[CodeBoxFile]:
         """Async version of `list_files`."""
         return await self._acall(ops.list_files(self._state))
+
+    # -- file operations (extension ``file-ops``) ------------------------------------------
+
+    def remove(self, path: str) -> CodeBoxStatus:
+        return self._call(ops.remove(self._state, check_file_name(path)))
+
+    async def aremove(self, path: str) -> CodeBoxStatus:
+        return await self._acall(ops.remove(self._state, check_file_name(path)))
+
+    def rename(self, source: str, destination: str) -> CodeBoxFile:
+        paths = check_file_name(source), check_file_name(destination)
+        return self._call(ops.rename(self._state, *paths))
+
+    async def arename(self, source: str, destination: str) -> CodeBoxFile:
+        paths = check_file_name(source), check_file_name(destination)
+        return await self._acall(ops.rename(self._state, *paths))
+
+    def make_dir(self, path: str) -> CodeBoxFile:
+        return self._call(ops.make_dir(self._state, check_file_name(path)))
+
+    async def amake_dir(self, path: str) -> CodeBoxFile:
+        return await self._acall(ops.make_dir(self._state, check_file_name(path)))
+
+    def exists(self, path: str) -> bool:
+        return self._call(ops.exists(self._state, check_file_name(path)))
+
+    async def aexists(self, path: str) -> bool:
+        return await self._acall(ops.exists(self._state, check_file_name(path)))
+
+    def file_info(self, path: str) -> CodeBoxFile:
+        return self._call(ops.file_info(self._state, check_file_name(path)))
+
+    async def afile_info(self, path: str) -> CodeBoxFile:
+        return await self._acall(ops.file_info(self._state, check_file_name(path)))
+
+    # -- shell commands (extension ``shell``) ---------------------------------------------
+
+    def _shell_op(self, command: Command, timeout: float | None, cwd: str | None,
+                  env: Mapping[str, str] | None, streaming: bool) -> ops.Op[CommandResult]:
+        args = {"command": check_command(command), "cwd": check_cwd(cwd),
+                "env": check_env(env),
+                "timeout": check_timeout(timeout) or self.settings.run_timeout}
+        return ops.shell(self._state, args, streaming=streaming)
+
+    def shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        """Run a command in the session (extension ``shell``); see `BaseBox.shell`. With
+        ``on_output`` the output streams as it comes.
+
+        Raises:
+            CodeBoxError: The server does not support shell commands.
+        """
+        op = self._shell_op(command, timeout, cwd, env, on_output is not None)
+        return self._call(op, on_output)
+
+    async def ashell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OnOutput | None = None,
+    ) -> CommandResult:
+        """Async version of `shell`."""
+        op = self._shell_op(command, timeout, cwd, env, on_output is not None)
+        return await self._acall(op, on_output)
+
+    def stream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandStream:
+        op = self._shell_op(command, timeout, cwd, env, True)
+
+        def begin() -> Any:
+            self._ensure_started()
+            return self._sync.steps(op)
+
+        return CommandStream(self._slot, begin)
+
+    def astream_shell(
+        self,
+        command: Command,
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncCommandStream:
+        op = self._shell_op(command, timeout, cwd, env, True)
+
+        async def begin() -> AsyncGenerator[OutputChunk | Done, None]:
+            await self._aensure_started()
+            return self._adriver().steps(op)
+
+        return AsyncCommandStream(self._slot, begin)

@@ -25,6 +25,7 @@ from ._ops import (
     IoRequest,
     Op,
     Open,
+    ReadChunk,
     ReadLine,
     SendFailed,
     Sleep,
@@ -128,6 +129,7 @@ class _Answer:
     def __init__(self) -> None:
         self.response: httpx.Response | None = None
         self.lines: Iterator[str] | AsyncIterator[str] | None = None
+        self.chunks: Iterator[bytes] | AsyncIterator[bytes] | None = None
         self.what = ""
 
 
@@ -187,6 +189,15 @@ class SyncDriver:
                 return next(answer.lines, None)
             except HTTPX_ERRORS as exc:
                 raise convert(answer.what, exc) from exc
+        if isinstance(req, ReadChunk):
+            assert answer.response is not None
+            if answer.chunks is None:
+                answer.chunks = answer.response.iter_bytes()
+            assert isinstance(answer.chunks, Iterator)
+            try:
+                return next(answer.chunks, None)
+            except HTTPX_ERRORS as exc:
+                raise convert(answer.what, exc) from exc
         try:
             if isinstance(req, Open):
                 return self._open(req.request, answer)
@@ -210,6 +221,7 @@ class SyncDriver:
     @staticmethod
     def _close_answer(answer: _Answer) -> None:
         response, answer.response, answer.lines = answer.response, None, None
+        answer.chunks = None
         if response is not None:
             response.close()
 
@@ -295,6 +307,15 @@ class AsyncDriver:
                 return await anext(answer.lines, None)
             except HTTPX_ERRORS as exc:
                 raise convert(answer.what, exc) from exc
+        if isinstance(req, ReadChunk):
+            assert answer.response is not None
+            if answer.chunks is None:
+                answer.chunks = answer.response.aiter_bytes()
+            assert isinstance(answer.chunks, AsyncIterator)
+            try:
+                return await anext(answer.chunks, None)
+            except HTTPX_ERRORS as exc:
+                raise convert(answer.what, exc) from exc
         try:
             if isinstance(req, Open):
                 return await self._open(req.request, answer)
@@ -318,6 +339,7 @@ class AsyncDriver:
     @staticmethod
     async def _close_answer(answer: _Answer) -> None:
         response, answer.response, answer.lines = answer.response, None, None
+        answer.chunks = None
         if response is not None:
             await response.aclose()
 

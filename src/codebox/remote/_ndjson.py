@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from ..errors import CodeBoxConnectionError, CodeBoxError
-from ..schema import CodeBoxOutput, OutputChunk
-from ._replies import detail_of, error_class, parse_run
+from ..schema import CodeBoxOutput, CommandResult, OutputChunk
+from ._replies import detail_of, error_class, parse_command, parse_run
 
 
 class StreamState:
@@ -88,3 +88,27 @@ class StreamState:
                 f"CodeBox {self.what}: the stream ended before the run's final line"
             ))
         return self.output
+
+
+class CommandLines(StreamState):
+    """Reads the lines of ``shell/stream``: chunks, then ``{"type": "end", "result": ...}``
+    (or the same ``error`` end as a run's)."""
+
+    def __init__(self, what: str = "shell stream") -> None:
+        super().__init__(what)
+        self.command: CommandResult | None = None
+
+    def _end(self, item: dict[str, Any]) -> CodeBoxOutput:
+        output = super()._end(item)  # raises for an error end
+        self.command = parse_command(item.get("result"), what=self.what)
+        return output
+
+    def command_result(self) -> CommandResult:
+        """The command's result once the stream is over.
+
+        Raises:
+            CodeBoxConnectionError: The stream ended before its final line.
+        """
+        self.result()
+        assert self.command is not None
+        return self.command

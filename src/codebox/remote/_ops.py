@@ -1,7 +1,7 @@
 """What a `CodeBox` does, written once for its sync and async twins: pure, no I/O.
 
 Each operation is a generator that yields I/O requests (`Send`, `Open`, `ReadLine`,
-`CloseStream`, `Sleep`, `Emit`) and receives their results; `codebox.remote._drivers`
+`ReadChunk`, `CloseStream`, `Sleep`, `Emit`) and receives their results; `codebox.remote._drivers`
 carries them out, once with ``httpx.Client`` and once with ``httpx.AsyncClient``. Every
 request goes through `call`, the one place where retries happen (streams included).
 
@@ -11,25 +11,42 @@ thin twins on `CodeBox` that hand the generator to a driver.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..errors import CodeBoxError
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, OutputChunk
-from ._ndjson import StreamState
-from ._replies import INTERRUPT, STREAM, Capabilities, Reply, require
+from ..errors import CodeBoxError, CodeBoxNotFoundError
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult, OutputChunk
+from ._ndjson import CommandLines, StreamState
+from ._replies import (
+    FILE_OPS,
+    INTERRUPT,
+    SHELL,
+    START_OPTIONS,
+    STREAM,
+    Capabilities,
+    Reply,
+    require,
+)
 from ._requests import (
     Request,
     capabilities_request,
     download_request,
+    file_info_request,
     files_request,
     install_requests,
     interrupt_request,
     join_statuses,
+    make_dir_request,
+    remove_request,
+    rename_request,
     restart_request,
     run_request,
+    shell_request,
+    shell_stream_request,
     start_request,
     status_request,
     stop_request,
@@ -68,6 +85,11 @@ class ReadLine:
 
 
 @dataclass(frozen=True)
+class ReadChunk:
+    """The next piece of the open answer's body, as bytes; ``None`` once it has ended."""
+
+
+@dataclass(frozen=True)
 class CloseStream:
     """Close the open answer, if any (the server sees the client leave)."""
 
@@ -86,7 +108,7 @@ class Emit:
     chunk: OutputChunk
 
 
-Io = Send | Open | ReadLine | CloseStream | Sleep
+Io = Send | Open | ReadLine | ReadChunk | CloseStream | Sleep
 """The requests a driver carries out itself (it hands `Emit` on to the consumer)."""
 IoRequest = Io | Emit
 Op = Generator[IoRequest, Any, T]
@@ -128,6 +150,7 @@ class ClientState:
     started: bool = False
     caps: Capabilities | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    env: dict[str, str] = field(default_factory=dict)  # set in the kernel at start
 
     @property
     def sid(self) -> str:
@@ -175,7 +198,9 @@ def capabilities(st: ClientState) -> Op[Capabilities]:
 
 def start(st: ClientState) -> Op[CodeBoxStatus]:
     if not st.started:
-        st.session_id = yield from call(st, start_request())
+        if st.env:
+            require((yield from capabilities(st)), START_OPTIONS, "start with env")
+        st.session_id = yield from call(st, start_request(st.env))
         st.started = True
     return CodeBoxStatus(status="started")
 
@@ -206,9 +231,10 @@ def run(st: ClientState, code: str, timeout: float | None, *, streaming: bool) -
     return output
 
 
-def _streamed(st: ClientState, req: Request[None], caps: Capabilities) -> Op[CodeBoxOutput]:
+def _streamed(st: ClientState, req: Request[None], caps: Capabilities,
+              lines: StreamState | None = None) -> Op[CodeBoxOutput]:
     yield from call(st, req)
-    lines = StreamState(req.what)
+    lines = lines if lines is not None else StreamState(req.what)
     try:
         while not lines.ended and (line := (yield ReadLine())) is not None:
             chunk = lines.feed(line)
@@ -248,13 +274,100 @@ def install(st: ClientState, names: tuple[str, ...], timeout: float | None) -> O
     return join_statuses(statuses)
 
 
-def upload(st: ClientState, name: str, data: bytes, timeout: float | None) -> Op[CodeBoxFile]:
-    return (yield from call(st, upload_request(st.sid, name, data, timeout)))
+OnProgress = Callable[[int, int], Any]
 
 
-def download(st: ClientState, name: str, timeout: float | None) -> Op[CodeBoxFile]:
-    return (yield from call(st, download_request(st.sid, name, timeout)))
+def upload(st: ClientState, name: str, data: bytes, timeout: float | None,
+           on_progress: OnProgress | None = None) -> Op[CodeBoxFile]:
+    req = upload_request(st.sid, name, data, timeout)
+    if on_progress is not None:
+        # The client reads the content as it sends it: each read is progress.
+        files: Any = {"file": (name, _Reporting(data, on_progress), "application/octet-stream")}
+        req = dataclasses.replace(req, files=files)
+    return (yield from call(st, req))
+
+
+class _Reporting(io.BytesIO):
+    """Upload content that says how much of it was read (sent) so far."""
+
+    def __init__(self, data: bytes, on_progress: OnProgress) -> None:
+        super().__init__(data)
+        self._total, self._on_progress = len(data), on_progress
+        on_progress(0, self._total)
+
+    def read(self, size: int | None = -1) -> bytes:
+        part = super().read(size)
+        if part:
+            self._on_progress(self.tell(), self._total)
+        return part
+
+
+def download(st: ClientState, name: str, timeout: float | None,
+             on_progress: OnProgress | None = None) -> Op[CodeBoxFile]:
+    req = download_request(st.sid, name, timeout)
+    if on_progress is None:
+        return (yield from call(st, req))
+    opened: Request[Reply] = Request(req.op, req.what, req.method, req.path, lambda r: r,
+                                     params=req.params, json=req.json, timeout=req.timeout,
+                                     stream=True)
+    reply = yield from call(st, opened)
+    length = reply.headers.get("content-length", "")
+    total, parts, done = int(length) if length.isdigit() else 0, [], 0
+    on_progress(0, total)
+    try:
+        while (part := (yield ReadChunk())) is not None:
+            parts.append(part)
+            done += len(part)
+            on_progress(done, max(total, done))
+    finally:
+        yield CloseStream()
+    return req.interpret(Reply(reply.status, reply.headers, b"".join(parts)))
 
 
 def list_files(st: ClientState) -> Op[list[CodeBoxFile]]:
     return (yield from call(st, files_request(st.sid)))
+
+
+# -- shell commands and file operations (extensions ``shell``, ``file-ops``) -------------
+
+
+def shell(st: ClientState, args: dict[str, Any], *, streaming: bool) -> Op[CommandResult]:
+    """Run a shell command (``args`` checked: command, timeout, cwd, env). With
+    ``streaming``, emit each chunk as it comes."""
+    caps = yield from capabilities(st)
+    require(caps, SHELL, "shell")
+    if not streaming:
+        return (yield from call(st, shell_request(st.sid, args)))
+    req = shell_stream_request(st.sid, args)
+    lines = CommandLines(req.what)
+    yield from _streamed(st, req, caps, lines)
+    return lines.command_result()
+
+
+def _file_ops(st: ClientState) -> Op[str]:
+    require((yield from capabilities(st)), FILE_OPS, "file operations")
+    return st.sid
+
+
+def remove(st: ClientState, path: str) -> Op[CodeBoxStatus]:
+    return (yield from call(st, remove_request((yield from _file_ops(st)), path)))
+
+
+def rename(st: ClientState, source: str, destination: str) -> Op[CodeBoxFile]:
+    return (yield from call(st, rename_request((yield from _file_ops(st)), source, destination)))
+
+
+def make_dir(st: ClientState, path: str) -> Op[CodeBoxFile]:
+    return (yield from call(st, make_dir_request((yield from _file_ops(st)), path)))
+
+
+def file_info(st: ClientState, path: str) -> Op[CodeBoxFile]:
+    return (yield from call(st, file_info_request((yield from _file_ops(st)), path)))
+
+
+def exists(st: ClientState, path: str) -> Op[bool]:
+    try:
+        yield from file_info(st, path)
+    except CodeBoxNotFoundError:
+        return False
+    return True

@@ -23,7 +23,14 @@ from ..errors import (
     CodeBoxRateLimitError,
     CodeBoxServerError,
 )
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError, OutputChunk
+from ..schema import (
+    CodeBoxFile,
+    CodeBoxOutput,
+    CodeBoxStatus,
+    CommandResult,
+    ExecError,
+    OutputChunk,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,9 @@ RICH_RUN = "rich-run"
 STREAM = "stream"
 INTERRUPT = "interrupt"
 FILE_SIZES = "file-sizes"
+START_OPTIONS = "start-options"
+SHELL = "shell"
+FILE_OPS = "file-ops"
 
 _DETAIL_LIMIT = 500
 
@@ -284,6 +294,32 @@ def parse_run(body: Any, *, rich: bool, what: str = "run") -> CodeBoxOutput:
     if kind in ("text", "image/png"):
         return CodeBoxOutput.from_chunks(chunks)
     return CodeBoxOutput(type=kind, content=content, chunks=chunks)
+
+
+def parse_command(body: Any, *, what: str = "shell") -> CommandResult:
+    """A `CommandResult` from a shell command's JSON answer.
+
+    Raises:
+        CodeBoxError: The answer is not a command result.
+    """
+    try:
+        return CommandResult.model_validate(body)
+    except ValidationError as exc:
+        raise CodeBoxError(f"CodeBox {what}: unexpected answer from the server: {exc}",
+                           json_body=body) from None
+
+
+def parse_file(body: Any, *, what: str) -> CodeBoxFile:
+    """A `CodeBoxFile` from a file object ``{name, size, is_dir, modified}``.
+
+    Raises:
+        CodeBoxError: The answer is not a file object.
+    """
+    try:
+        return CodeBoxFile.model_validate(body)
+    except ValidationError as exc:
+        raise CodeBoxError(f"CodeBox {what}: unexpected answer from the server: {exc}",
+                           json_body=body) from None
 
 
 def parse_files(body: Any, *, what: str = "list_files") -> list[CodeBoxFile]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._paths import check_file_name
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus
+from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult
 from ._disposition import box_name, parse_content_disposition
 from ._replies import (
     RICH_RUN,
@@ -19,6 +19,8 @@ from ._replies import (
     header,
     json_of,
     parse_capabilities,
+    parse_command,
+    parse_file,
     parse_files,
     parse_install,
     parse_run,
@@ -108,8 +110,12 @@ def capabilities_request() -> Request[Capabilities]:
                    parse_capabilities, allow=frozenset({404}))
 
 
-def start_request() -> Request[str]:
-    """``GET /codebox/start``; the result is the new session id (decimal string)."""
+def start_request(env: dict[str, str] | None = None) -> Request[str]:
+    """``GET /codebox/start``, or ``POST`` with ``env`` (extension ``start-options``); the
+    result is the new session id (decimal string)."""
+    if env:
+        return Request("start", "start", "POST", "/codebox/start", parse_start,
+                       json={"env": env})
     return Request("start", "start", "GET", "/codebox/start", parse_start)
 
 
@@ -272,3 +278,58 @@ def interrupt_request(session_id: str) -> Request[CodeBoxStatus]:
     return Request("interrupt", f"interrupt of session {session_id}", "POST",
                    _session(session_id, "interrupt"),
                    lambda reply: CodeBoxStatus(status="interrupted"))
+
+
+# -- shell commands and file operations (extensions ``shell``, ``file-ops``) -------------
+
+
+def shell_body(args: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body of a shell command from checked ``command``, ``timeout``, ``cwd`` and
+    ``env`` (those not set are left out)."""
+    return {k: v for k, v in args.items() if v is not None and v != {}}
+
+
+def shell_request(session_id: str, args: dict[str, Any]) -> Request[CommandResult]:
+    """``POST /codebox/{id}/shell``; ``args`` as for `shell_body`. Never sent twice."""
+    what = f"shell in session {session_id}"
+    return Request("shell", what, "POST", _session(session_id, "shell"),
+                   lambda reply: parse_command(json_of(what, reply), what=what),
+                   json=shell_body(args), timeout=_run_phases(args.get("timeout")))
+
+
+def shell_stream_request(session_id: str, args: dict[str, Any]) -> Request[None]:
+    """``POST /codebox/{id}/shell/stream``; its lines are read with `CommandLines`."""
+    return Request("shell", f"shell stream in session {session_id}", "POST",
+                   _session(session_id, "shell/stream"), lambda reply: None,
+                   json=shell_body(args), timeout=_run_phases(args.get("timeout")),
+                   stream=True)
+
+
+def remove_request(session_id: str, path: str) -> Request[CodeBoxStatus]:
+    """``POST /codebox/{id}/files/remove``; ``path`` checked already."""
+    return Request("remove", f"remove of {path!r}", "POST",
+                   _session(session_id, "files/remove"), parse_status, json={"path": path})
+
+
+def rename_request(session_id: str, source: str, destination: str) -> Request[CodeBoxFile]:
+    """``POST /codebox/{id}/files/rename``; the paths checked already."""
+    what = f"rename of {source!r}"
+    return Request("rename", what, "POST", _session(session_id, "files/rename"),
+                   lambda reply: parse_file(json_of(what, reply), what=what),
+                   json={"source": source, "destination": destination})
+
+
+def make_dir_request(session_id: str, path: str) -> Request[CodeBoxFile]:
+    """``POST /codebox/{id}/files/mkdir``; ``path`` checked already."""
+    what = f"make_dir of {path!r}"
+    return Request("make_dir", what, "POST", _session(session_id, "files/mkdir"),
+                   lambda reply: parse_file(json_of(what, reply), what=what),
+                   json={"path": path})
+
+
+def file_info_request(session_id: str, path: str) -> Request[CodeBoxFile]:
+    """``GET /codebox/{id}/files/info?path=``; a 404 for a missing path."""
+    what = f"file_info of {path!r}"
+    return Request("file_info", what, "GET", _session(session_id, "files/info"),
+                   lambda reply: parse_file(json_of(what, reply), what=what),
+                   params={"path": path})

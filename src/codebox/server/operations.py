@@ -5,10 +5,10 @@ reports once that the session's state is gone)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..base import OnOutput
-from ..schema import CodeBoxOutput, ExecError, OutputChunk
+from ..schema import CodeBoxOutput, CommandResult, ExecError, OutputChunk
 from .errors import INFRASTRUCTURE_ERRORS
 from .sessions import Session, SessionManager
 
@@ -75,3 +75,15 @@ async def operate(
                 raise
         await manager.reset(session)
         return await call()
+
+
+async def command(
+    manager: SessionManager,
+    session: Session,
+    args: dict[str, Any],
+    on_output: OnOutput | None = None,
+) -> CommandResult:
+    """Run a shell command in the session; ``args`` are `LocalBox.ashell`'s keywords. Never
+    repeated (a command may have run when its box failed)."""
+    async with manager.use(session):
+        return await session.box.ashell(**args, on_output=on_output)

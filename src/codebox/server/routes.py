@@ -10,13 +10,14 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from .. import __version__
+from .._commands import check_command, check_cwd, check_env
 from .._paths import check_file_name
 from ..errors import CodeBoxError
 from ..remote import _replies as protocol
-from ..schema import CodeBoxOutput
+from ..schema import CodeBoxFile, CodeBoxOutput, CommandResult
 from . import models
 from .auth import Owner
-from .operations import execute, operate
+from .operations import command, execute, operate
 from .sessions import Session, SessionManager, SessionNotFound
 from .streaming import (
     NDJSON,
@@ -30,7 +31,8 @@ from .streaming import (
 )
 from .uploads import FIELD, mapped, receive_upload
 
-EXTENSIONS = [protocol.RICH_RUN, protocol.STREAM, protocol.INTERRUPT, protocol.FILE_SIZES]
+EXTENSIONS = [protocol.RICH_RUN, protocol.STREAM, protocol.INTERRUPT, protocol.FILE_SIZES,
+              protocol.START_OPTIONS, protocol.SHELL, protocol.FILE_OPS]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key."},
@@ -78,11 +80,26 @@ async def capabilities(owner: Owner) -> models.Capabilities:
     return models.Capabilities(version=__version__, extensions=EXTENSIONS)
 
 
-@router.get("/start", response_model=models.Started,
-            responses={429: {"description": "This API key holds too many sessions."}})
+_TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "This API key holds too many sessions."}}
+
+
+@router.get("/start", response_model=models.Started, responses=_TOO_MANY)
 async def start(owner: Owner, request: Request) -> models.Started:
     """Start a session: a kernel of its own, in a directory of its own."""
     session = await manager_of(request).create(owner)
+    return models.Started(id=session.id)
+
+
+@router.post("/start", response_model=models.Started, responses=_TOO_MANY)
+async def start_with(body: models.StartRequest, owner: Owner,
+                     request: Request) -> models.Started:
+    """Start a session with options: environment variables set in its kernel."""
+    try:
+        env = check_env(body.env)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    session = await manager_of(request).create(owner, env=env)
     return models.Started(id=session.id)
 
 
@@ -174,7 +191,7 @@ async def download(
     manager = manager_of(request)
     size, content = await operate(manager, session, lambda: open_download(session.box, name))
     return FollowedStream(
-        held_while_sent(manager, session, content),
+        held_while_sent(session, content),
         media_type="application/octet-stream",
         headers={"Content-Disposition": _content_disposition(name), "Content-Length": str(size)},
     )
@@ -203,6 +220,99 @@ async def files(session: SessionDep, request: Request) -> models.Files:
     """Every file of the session, recursively, with sizes, sorted by name."""
     found = await operate(manager_of(request), session, session.box.alist_files)
     return models.Files(files=[models.FileEntry(name=f.name, size=f.size) for f in found])
+
+
+# -- shell commands (extension `shell`) -------------------------------------------------------
+
+
+def _shell_args(body: models.ShellRequest, request: Request) -> dict[str, Any]:
+    """The keywords of `LocalBox.ashell`, checked: bad input is a 422 before anything runs."""
+    try:
+        return {"command": check_command(body.command), "cwd": check_cwd(body.cwd),
+                "env": check_env(body.env), "timeout": _run_timeout(request, body.timeout)}
+    except (ValueError, CodeBoxError) as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.post("/{session_id}/shell", response_model=CommandResult,
+             responses={**_SESSION_ERRORS, 404: {"description": "No such session, or no "
+                                                  "such `cwd`."}})
+async def shell(body: models.ShellRequest, session: SessionDep, request: Request) -> Response:
+    """Run a command in the session (``/bin/sh -c`` for a string, directly for a list). A
+    non-zero exit is data; a client that disconnects ends the command."""
+    work = command(manager_of(request), session, _shell_args(body, request))
+    try:
+        result = await unless_disconnected(request, work)
+    except ClientGone:
+        return Response(status_code=499)
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+@router.post("/{session_id}/shell/stream", response_class=RunStream, status_code=200,
+             responses={**_SESSION_ERRORS, 200: {
+                 "description": "One JSON object per line: the chunks as produced, then "
+                 '`{"type": "end", "result": <the command result>}` (or `{"type": "end", '
+                 '"error": {"status": int, "detail": str}}` if the box failed).',
+                 "content": {NDJSON: {}}}})
+async def shell_stream(body: models.ShellRequest, session: SessionDep,
+                       request: Request) -> RunStream:
+    """Run a command and stream its output as NDJSON while it runs; a client that
+    disconnects ends the command."""
+    manager, args = manager_of(request), _shell_args(body, request)
+    return RunStream(run_lines(
+        lambda on_output: command(manager, session, args, on_output), key="result"))
+
+
+# -- file operations (extension `file-ops`) ------------------------------------------------
+
+
+def _file_info(found: CodeBoxFile) -> models.FileInfo:
+    return models.FileInfo(name=found.name, size=found.size, is_dir=found.is_dir,
+                           modified=found.modified)
+
+
+@router.post("/{session_id}/files/remove", response_model=models.Status,
+             responses=_SESSION_ERRORS)
+async def remove(body: models.PathRequest, session: SessionDep,
+                 request: Request) -> models.Status:
+    """Remove a file, or a directory with everything in it."""
+    name = _file_name(body.path)
+    done = await operate(manager_of(request), session, lambda: session.box.aremove(name))
+    return models.Status(status=done.status)
+
+
+@router.post("/{session_id}/files/rename", response_model=models.FileInfo,
+             responses=_SESSION_ERRORS)
+async def rename(body: models.RenameRequest, session: SessionDep,
+                 request: Request) -> models.FileInfo:
+    """Move a file or directory; the destination's parents are created."""
+    source, destination = _file_name(body.source), _file_name(body.destination)
+    moved = await operate(manager_of(request), session,
+                          lambda: session.box.arename(source, destination))
+    return _file_info(moved)
+
+
+@router.post("/{session_id}/files/mkdir", response_model=models.FileInfo,
+             responses=_SESSION_ERRORS)
+async def make_dir(body: models.PathRequest, session: SessionDep,
+                   request: Request) -> models.FileInfo:
+    """Create a directory and its parents; an existing directory is fine."""
+    name = _file_name(body.path)
+    made = await operate(manager_of(request), session, lambda: session.box.amake_dir(name))
+    return _file_info(made)
+
+
+@router.get("/{session_id}/files/info", response_model=models.FileInfo,
+            responses={**_SESSION_ERRORS, 404: {"description": "No such session or path."}})
+async def file_info(
+    session: SessionDep,
+    request: Request,
+    path: Annotated[str, Query(description="A path relative to the session's directory.")],
+) -> models.FileInfo:
+    """A file's or directory's size, kind and modification time."""
+    name = _file_name(path)
+    found = await operate(manager_of(request), session, lambda: session.box.afile_info(name))
+    return _file_info(found)
 
 
 @router.post("/{session_id}/restart", response_model=models.Status, responses=_SESSION_ERRORS)

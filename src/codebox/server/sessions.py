@@ -190,8 +190,9 @@ class SessionManager:
         """Sessions held by ``owner``, counting those being started."""
         return self.store.count(owner)
 
-    async def create(self, owner: str) -> Session:
-        """Start a session for ``owner``: a box with a running kernel.
+    async def create(self, owner: str, env: dict[str, str] | None = None) -> Session:
+        """Start a session for ``owner``: a box with a running kernel (with ``env`` set in
+        it).
 
         Raises:
             TooManySessions: ``owner`` holds ``max_sessions_per_key`` sessions already.
@@ -199,7 +200,8 @@ class SessionManager:
         """
         limit = self.settings.max_sessions_per_key
         # The limit holds across servers: counting and recording are one transaction.
-        record = await asyncio.to_thread(self.store.reserve, owner, limit, self._directory_for)
+        record = await asyncio.to_thread(self.store.reserve, owner, limit, self._directory_for,
+                                         dict(env or {}))
         if record is None:
             raise TooManySessions(
                 f"this API key holds {limit} sessions, the most allowed: stop one first"
@@ -207,7 +209,7 @@ class SessionManager:
         directory = Path(record.directory) if record.directory else None
         if directory is not None:
             directory.mkdir()
-        session = Session(record.id, owner, self._new_box(directory), directory,
+        session = Session(record.id, owner, self._new_box(directory, record.env), directory,
                           self._generation, busy=1)  # held: not culled while it starts
         self._sessions[session.id] = session
         try:
@@ -230,9 +232,9 @@ class SessionManager:
         assert self.data_dir is not None
         return str(self.data_dir / "sessions" / str(session_id))
 
-    def _new_box(self, directory: Path | None) -> LocalBox:
+    def _new_box(self, directory: Path | None, env: dict[str, str]) -> LocalBox:
         return LocalBox(working_dir=directory, gateway_url=self.gateway_url,
-                        gateway_token=self.gateway_token, settings=self.box_settings)
+                        gateway_token=self.gateway_token, env=env, settings=self.box_settings)
 
     def get(self, owner: str, session_id: int) -> Session:
         """The session ``session_id`` of ``owner``.
@@ -262,7 +264,7 @@ class SessionManager:
         server, or by another one on the same store), on the kernel the store names."""
         assert record.kernel_id is not None
         directory = Path(record.directory) if record.directory else None
-        box = self._new_box(directory)
+        box = self._new_box(directory, record.env)
         box._adopt(record.kernel_id, record.root)
         session = Session(record.id, record.owner, box, directory, self._generation,
                           kernel_id=record.kernel_id, last_used=record.last_used,

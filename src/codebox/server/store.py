@@ -13,6 +13,7 @@ does not hold over NFS and the like. docs/deployment.md says what to use then.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 BUSY_TIMEOUT = 10.0
 """Seconds a transaction waits for another process's write lock before failing."""
@@ -33,12 +34,16 @@ CREATE TABLE IF NOT EXISTS sessions (
     kernel_id TEXT,           -- the gateway's kernel id; NULL while its kernel starts
     root TEXT,                -- the kernel's working directory
     directory TEXT,           -- the session's directory on this machine, if any
+    env TEXT NOT NULL,        -- JSON: the variables its kernel gets at every start
     created REAL NOT NULL,    -- wall-clock seconds: servers compare them
     last_used REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner);
 CREATE INDEX IF NOT EXISTS sessions_last_used ON sessions (last_used);
 """
+
+
+_COLUMNS = "id, owner, kernel_id, root, directory, env, created, last_used"
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,22 @@ class SessionRecord:
     kernel_id: str | None
     root: str | None
     directory: str | None
+    env: dict[str, str]
     created: float
     last_used: float
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> SessionRecord:
+        (session_id, owner, kernel_id, root, directory, env, created, last_used) = row
+        return cls(session_id, owner, kernel_id, root, directory, json.loads(env), created,
+                   last_used)
 
 
 class SessionStore(Protocol):
     """The sessions of every server sharing this store. Each method is one transaction."""
 
-    def reserve(self, owner: str, limit: int, directory_for: DirectoryFor | None = None
-                ) -> SessionRecord | None:
+    def reserve(self, owner: str, limit: int, directory_for: DirectoryFor | None = None,
+                env: dict[str, str] | None = None) -> SessionRecord | None:
         """Record a new session of ``owner`` (no kernel yet) under a fresh, unguessable id,
         unless ``owner`` holds ``limit`` sessions already (then None)."""
 
@@ -125,9 +137,10 @@ class SqliteSessionStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
 
-    def reserve(self, owner: str, limit: int, directory_for: DirectoryFor | None = None
-                ) -> SessionRecord | None:
+    def reserve(self, owner: str, limit: int, directory_for: DirectoryFor | None = None,
+                env: dict[str, str] | None = None) -> SessionRecord | None:
         now = time.time()
+        env = dict(env or {})
         with self._transaction() as db:
             (held,) = db.execute("SELECT count(*) FROM sessions WHERE owner = ?",
                                  (owner,)).fetchone()
@@ -137,17 +150,18 @@ class SqliteSessionStore:
                 session_id = new_session_id()
                 directory = directory_for(session_id) if directory_for else None
                 try:
-                    db.execute("INSERT INTO sessions (id, owner, directory, created, last_used) "
-                               "VALUES (?, ?, ?, ?, ?)", (session_id, owner, directory, now, now))
+                    db.execute("INSERT INTO sessions (id, owner, directory, env, created, "
+                               "last_used) VALUES (?, ?, ?, ?, ?, ?)",
+                               (session_id, owner, directory, json.dumps(env), now, now))
                 except sqlite3.IntegrityError:
                     continue  # that id is taken: draw again
-                return SessionRecord(session_id, owner, None, None, directory, now, now)
+                return SessionRecord(session_id, owner, None, None, directory, env, now, now)
 
     def get(self, session_id: int) -> SessionRecord | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM sessions WHERE id = ?",
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?",
                                    (session_id,)).fetchone()
-        return SessionRecord(*row) if row else None
+        return SessionRecord.from_row(row) if row else None
 
     def set_kernel(self, session_id: int, kernel_id: str | None, root: str | None) -> bool:
         with self._transaction() as db:
@@ -168,9 +182,10 @@ class SqliteSessionStore:
 
     def take_idle(self, before: float) -> list[SessionRecord]:
         with self._transaction() as db:
-            rows = db.execute("SELECT * FROM sessions WHERE last_used < ?", (before,)).fetchall()
+            rows = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE last_used < ?",
+                              (before,)).fetchall()
             db.executemany("DELETE FROM sessions WHERE id = ?", [(r[0],) for r in rows])
-        return [SessionRecord(*row) for row in rows]
+        return [SessionRecord.from_row(row) for row in rows]
 
     def count(self, owner: str | None = None) -> int:
         with self._lock:

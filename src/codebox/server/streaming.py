@@ -16,12 +16,12 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..errors import CodeBoxError
-from ..schema import CodeBoxOutput, OutputChunk
+from ..schema import CodeBoxOutput, CommandResult, OutputChunk
 from .errors import status_for
 
 if TYPE_CHECKING:
     from ..local import LocalBox
-    from .sessions import Session, SessionManager
+    from .sessions import Session
 
 T = TypeVar("T")
 
@@ -80,12 +80,13 @@ def end_with_error(exc: BaseException) -> dict[str, Any]:
 
 
 async def run_lines(
-    start: Callable[[Callable[[OutputChunk], None]], Awaitable[CodeBoxOutput]],
+    start: Callable[[Callable[[OutputChunk], None]], Awaitable[CodeBoxOutput | CommandResult]],
+    key: str = "output",
 ) -> AsyncIterator[bytes]:
     """The NDJSON lines of a run: one per chunk as produced, then ``{"type": "end",
     "output": ...}``, or ``{"type": "end", "error": {"status", "detail"}}`` if the server or
-    the box failed. ``start(on_output)`` runs the code. Closing the iterator early cancels
-    the run."""
+    the box failed. ``start(on_output)`` runs the code (or the shell command, whose result
+    comes as ``key="result"``). Closing the iterator early cancels the run."""
     queue: asyncio.Queue[OutputChunk | None] = asyncio.Queue()
     task = asyncio.ensure_future(start(queue.put_nowait))
     task.add_done_callback(lambda _: queue.put_nowait(None))
@@ -97,7 +98,7 @@ async def run_lines(
         except Exception as exc:  # noqa: BLE001 - every failure ends the stream, said so
             yield line(end_with_error(exc))
         else:
-            yield line({"type": "end", "output": output.model_dump(mode="json")})
+            yield line({"type": "end", key: output.model_dump(mode="json")})
     finally:
         if not task.done():
             await _finish(task)
@@ -158,15 +159,19 @@ async def _bytes_of(reader: AsyncGenerator[int | bytes | memoryview, None]) -> A
         await reader.aclose()
 
 
-async def held_while_sent(
-    manager: SessionManager, session: Session, content: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    """``content``, with the session held (not culled) until it is sent or the client left."""
-    async with manager.use(session):
-        try:
-            async for part in content:
-                yield part
-        finally:
-            aclose = getattr(content, "aclose", None)
-            if aclose is not None:
-                await aclose()
+async def held_while_sent(session: Session, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``content``, with the session kept from culling until it is sent or the client left.
+
+    Not `SessionManager.use`: that may reset the session's box, whose lock the read holds.
+    """
+    session.busy += 1
+    try:
+        async for part in content:
+            session.touch()
+            yield part
+    finally:
+        session.busy -= 1
+        session.touch()
+        aclose = getattr(content, "aclose", None)
+        if aclose is not None:
+            await aclose()
