@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
+import httpx
 import pytest
 
 from codebox import CodeBoxSettings, LocalBox
@@ -75,7 +76,7 @@ def test_sessions_survive_a_restart_of_the_server(gateway, tmp_path_factory):
 def test_two_servers_on_one_data_dir_serve_the_same_sessions(gateway, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
     env = _env(gateway, CODEBOX_SERVER_MAX_SESSIONS_PER_KEY="3",
-               CODEBOX_SERVER_IDLE_TIMEOUT="4")
+               CODEBOX_SERVER_IDLE_TIMEOUT="5")
     with running_server(tmp_path_factory, *_args(gateway, data_dir), env=env) as one, \
             running_server(tmp_path_factory, *_args(gateway, data_dir), env=env) as two, \
             one.client(KEY) as api_one, two.client(KEY) as api_two:
@@ -92,14 +93,14 @@ def test_two_servers_on_one_data_dir_serve_the_same_sessions(gateway, tmp_path_f
         assert _run(api_one, first, "y = 'shared'")["error"] is None
         assert _run(api_two, first, "y")["content"] == "'shared'"
 
-        # Stopped on one server, it is gone on the other; its place is free again.
+        # Stopped on one server, it is gone on the other, and both count one session less.
         assert api_two.post(f"/codebox/{sids[1]}/stop").status_code == 200
         assert api_one.post(f"/codebox/{sids[1]}/run", json={"code": "1"}).status_code == 404
-        replacement = api_one.get("/codebox/start")
-        assert replacement.status_code == 200
+        for server in (one, two):
+            assert httpx.get(f"{server.url}/health", trust_env=False).json()["sessions"] == 2
 
         # Kept in use on one server only, a session outlives the idle timeout on both...
-        deadline = time.monotonic() + 6
+        deadline = time.monotonic() + 7
         while time.monotonic() < deadline:
             assert _run(api_one, first, "1")["error"] is None
             time.sleep(0.5)  # a client that comes back now and then, not a busy loop

@@ -349,6 +349,9 @@ class SessionManager:
             session.busy -= 1
             session.touch()
             await self._record_kernel(session)
+            if self.durable:
+                # Other servers cull by the store's time: it must not wait for housekeeping.
+                await self._record_use([session])
 
     async def _check_kernel(self, session: Session) -> None:
         """Let go of the session's connection if its kernel is gone from the gateway: the
