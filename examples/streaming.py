@@ -2,7 +2,8 @@
 
     python examples/streaming.py
 
-``box.stream(code)`` yields each chunk of output the moment the kernel sends it;
+``box.stream(code)`` yields each chunk of output the moment the kernel sends it; it is also
+a context manager, and leaving its ``with`` block early interrupts the run.
 ``box.astream(code)`` is the async twin; ``box.run(code, on_output=callback)`` calls back
 with each chunk and still returns the whole result.
 """
@@ -26,18 +27,21 @@ print("finished")
 def sync_stream(box) -> None:
     started = time.perf_counter()
     first = None
-    for chunk in box.stream(LONG_RUN):
-        now = time.perf_counter() - started
-        first = now if first is None else first
-        print(f"  [{now:4.1f} s] {chunk.type}: {chunk.content.strip()}")
+    with box.stream(LONG_RUN) as stream:
+        for chunk in stream:
+            now = time.perf_counter() - started
+            first = now if first is None else first
+            print(f"  [{now:4.1f} s] {chunk.type}: {chunk.content.strip()}")
     total = time.perf_counter() - started
     print(f"sync: first output after {first:.2f} s, the run took {total:.2f} s")
 
 
 async def async_stream(box) -> None:
     started = time.perf_counter()
-    async for chunk in box.astream("for i in range(3):\n    print('async', i, flush=True)"):
-        print(f"  [{time.perf_counter() - started:4.1f} s] {chunk.type}: {chunk.content.strip()}")
+    async with box.astream("for i in range(3):\n    print('async', i, flush=True)") as stream:
+        async for chunk in stream:
+            now = time.perf_counter() - started
+            print(f"  [{now:4.1f} s] {chunk.type}: {chunk.content.strip()}")
 
 
 def callback_run(box) -> None:

@@ -1,4 +1,5 @@
-"""The box operations, driven by a scripted kernel instead of real I/O.
+"""The box operations, carried out by the real sync and async drivers over a scripted
+kernel instead of real I/O.
 
 They cover what real kernels produce only slowly or rarely: an interrupt that does not
 take, a kernel that is dead for good, a connection that drops, a cancelled run.
@@ -14,6 +15,7 @@ import pytest
 
 from codebox.errors import CodeBoxConnectionError, CodeBoxNotFoundError
 from codebox.local import _kernel_ops as ops
+from codebox.local._drivers import AsyncDriver, SyncDriver
 from codebox.local._gateway import GatewayAddress
 from codebox.local._jupyter import encode_frame
 from codebox.local._snippets import DATA_MSG_TYPE
@@ -72,23 +74,32 @@ class ScriptedKernel:
             return item
         return None
 
-    def drive(self, op, throw_at_recv: BaseException | None = None):
-        value, error = None, None
-        while True:
-            try:
-                req = op.throw(error) if error else op.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if isinstance(req, ops.Emit):
-                continue
-            if throw_at_recv is not None and isinstance(req, ops.Recv) and self.last_run:
-                error, throw_at_recv = throw_at_recv, None
-                continue
-            try:
-                value = self.answer(req)
-            except BaseException as exc:  # noqa: BLE001
-                error = exc
+    def drive(self, op, throw_at_recv: BaseException | None = None, flavour: str = "sync"):
+        """Carry ``op`` out with the real driver of ``flavour``, its I/O answered here."""
+        kernel = self
+
+        def do(req):
+            nonlocal throw_at_recv
+            if throw_at_recv is not None and isinstance(req, ops.Recv) and kernel.last_run:
+                exc, throw_at_recv = throw_at_recv, None
+                raise exc
+            return kernel.answer(req)
+
+        class Sync(SyncDriver):
+            def _do(self, req):
+                return do(req)
+
+        class Async(AsyncDriver):
+            async def _do(self, req):
+                return do(req)
+
+        if flavour == "sync":
+            return Sync(lambda: None, lambda: None).run(op)
+
+        async def main():
+            return await Async(lambda: None, lambda: None).run(op)
+
+        return asyncio.run(main())
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests if isinstance(r, ops.Http)]
@@ -103,11 +114,12 @@ def _part(raw: bytes, index: int) -> bytes:
 CFG = ops.KernelConfig(interrupt_timeout=0.01)
 
 
-def test_a_run_that_will_not_stop_gets_its_kernel_restarted():
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_run_that_will_not_stop_gets_its_kernel_restarted(flavour):
     kernel = ScriptedKernel(on_run=lambda msg_id: [
         frame("stream", {"name": "stdout", "text": "partial\n"}, msg_id)])  # never finishes
     st = ops.KernelState()
-    out = kernel.drive(ops.execute(st, CFG, "while True: pass", timeout=0.01))
+    out = kernel.drive(ops.execute(st, CFG, "while True: pass", timeout=0.01), flavour=flavour)
     assert out.error.name == "TimeoutError" and "restarted" in out.error.value
     assert out.stdout == "partial\n"
     assert kernel.paths()[-2:] == ["/api/kernels/k1/interrupt", "/api/kernels/k1/restart"]
@@ -170,11 +182,13 @@ def test_a_dropped_connection_to_a_lost_kernel_starts_a_new_one_and_says_so():
     assert kernel.drive(ops.execute(st, CFG, "y", timeout=None)).error is None
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("exc", [asyncio.CancelledError(), KeyboardInterrupt()])
-def test_a_cancelled_run_interrupts_the_kernel_and_reraises(exc):
+def test_a_cancelled_run_interrupts_the_kernel_and_reraises(exc, flavour):
     kernel = ScriptedKernel(on_run=lambda msg_id: [])
     with pytest.raises(type(exc)):
-        kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=None), throw_at_recv=exc)
+        kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=None), throw_at_recv=exc,
+                     flavour=flavour)
     assert kernel.paths()[-1] == "/api/kernels/k1/interrupt"
 
 
@@ -186,3 +200,24 @@ def test_stop_releases_everything_even_for_a_kernel_already_gone():
     assert kernel.drive(ops.stop(st, CFG, remove_root=False)) == "stopped"
     assert any(isinstance(r, ops.ReleaseGateway) for r in kernel.requests)
     assert kernel.paths()[-1] == "/api/kernels/k1" and st.kernel_id is None
+
+
+def test_deadlines_follow_the_injected_clock(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(ops, "clock", lambda: now[0])
+    waits: list = []
+
+    class Slow(ScriptedKernel):
+        def answer(self, req):
+            if isinstance(req, ops.Recv) and self.last_run:
+                waits.append(req.timeout)
+                now[0] += 4.0  # each message takes 4 s of the run's 10
+            return super().answer(req)
+
+    kernel = Slow(on_run=lambda msg_id: [
+        *(frame("stream", {"name": "stdout", "text": f"{i}\n"}, msg_id) for i in range(2)),
+        *finished(msg_id)])
+    out = kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=10))
+    # Each wait is what is left of the run's 10 s on that clock, never below zero.
+    assert waits == [10.0, 6.0, 2.0, 0.0]
+    assert out.stdout == "0\n1\n"

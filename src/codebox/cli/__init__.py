@@ -150,8 +150,8 @@ def shell(command: tuple[str, ...], timeout: float | None, cwd: str | None,
 
 @main.command()
 def mcp() -> None:
-    """Serve MCP over stdio: run, upload, download, list_files and install on one box per
-    session."""
+    """Serve MCP over stdio: run, shell, upload, download, list_files, remove and install on
+    one box per session."""
     try:
         from ..integrations.mcp import main as serve_mcp
     except ImportError as exc:

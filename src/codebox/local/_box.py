@@ -220,6 +220,12 @@ class LocalBox(BaseBox):
     def _run_timeout(self, timeout: float | None) -> float | None:
         return timeout if timeout is not None else self.settings.run_timeout
 
+    def _run_op(
+        self, code: str | None, file_path: str | os.PathLike[str] | None, timeout: float | None
+    ) -> ops.Op:
+        return ops.execute(self._state, self._config(), code_to_run(code, file_path),
+                           self._run_timeout(timeout))
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> CodeBoxStatus:
@@ -325,9 +331,7 @@ class LocalBox(BaseBox):
         timeout: float | None = None,
         on_output: OnOutput | None = None,
     ) -> CodeBoxOutput:
-        op = ops.execute(self._state, self._config(), code_to_run(code, file_path),
-                         self._run_timeout(timeout))
-        return self._call(op, on_output)
+        return self._call(self._run_op(code, file_path, timeout), on_output)
 
     async def arun(
         self,
@@ -337,19 +341,15 @@ class LocalBox(BaseBox):
         timeout: float | None = None,
         on_output: OnOutput | None = None,
     ) -> CodeBoxOutput:
-        op = ops.execute(self._state, self._config(), code_to_run(code, file_path),
-                         self._run_timeout(timeout))
-        return await self._acall(op, on_output)
+        return await self._acall(self._run_op(code, file_path, timeout), on_output)
 
     def stream(self, code: str, *, timeout: float | None = None) -> ChunkStream:
-        op = ops.execute(self._state, self._config(), code_to_run(code, None),
-                         self._run_timeout(timeout))
+        op = self._run_op(code, None, timeout)
         return ChunkStream(self._slot, lambda: self._use_sync().steps(op),
                            lambda: self._sync_lock)
 
     def astream(self, code: str, *, timeout: float | None = None) -> AsyncChunkStream:
-        op = ops.execute(self._state, self._config(), code_to_run(code, None),
-                         self._run_timeout(timeout))
+        op = self._run_op(code, None, timeout)
 
         async def begin() -> AsyncGenerator[Any, None]:
             return self._driver().steps(op)

@@ -113,9 +113,6 @@ def _ws_options(address: GatewayAddress) -> dict[str, Any]:
         "subprotocols": [WS_SUBPROTOCOL],
         "additional_headers": _headers(address),
         "max_size": None,  # outputs and file chunks are large; the kernel is ours
-        # Frames read ahead of the consumer: a few, so a file read chunk by chunk (8 MiB
-        # each) is not buffered whole while its reader is slow.
-        "max_queue": 2,
         "compression": None,  # deflating megabytes of output costs more than it saves
         "proxy": None,  # a *_PROXY variable must not route loopback traffic
         "close_timeout": 2.0,

@@ -143,12 +143,16 @@ class KernelState:
 # -- building blocks -------------------------------------------------------------------------
 
 
+clock = time.monotonic
+"""The clock of every deadline here, looked up at call time (tests put a fake one here)."""
+
+
 def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+    return None if timeout is None else clock() + timeout
 
 
 def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+    return None if deadline is None else max(0.0, deadline - clock())
 
 
 def http(st: KernelState, what: str, method: str, path: str, body: Any = None,

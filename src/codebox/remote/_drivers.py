@@ -27,6 +27,7 @@ from ._ops import (
     Open,
     ReadChunk,
     ReadLine,
+    Send,
     SendFailed,
     Sleep,
     StreamAbandoned,
@@ -128,8 +129,8 @@ class _Answer:
 
     def __init__(self) -> None:
         self.response: httpx.Response | None = None
-        self.lines: Iterator[str] | AsyncIterator[str] | None = None
-        self.chunks: Iterator[bytes] | AsyncIterator[bytes] | None = None
+        # Its lines (`ReadLine`) or its bytes (`ReadChunk`), once the op reads it.
+        self.parts: Iterator[Any] | AsyncIterator[Any] | None = None
         self.what = ""
 
 
@@ -183,21 +184,11 @@ class SyncDriver:
             return (self._sleep or _sleep)(req.seconds)
         if isinstance(req, CloseStream):
             return self._close_answer(answer)
-        if isinstance(req, ReadLine):
-            assert isinstance(answer.lines, Iterator)
-            try:
-                return next(answer.lines, None)
-            except HTTPX_ERRORS as exc:
-                raise convert(answer.what, exc) from exc
-        if isinstance(req, ReadChunk):
-            assert answer.response is not None
-            if answer.chunks is None:
-                answer.chunks = answer.response.iter_bytes()
-            assert isinstance(answer.chunks, Iterator)
-            try:
-                return next(answer.chunks, None)
-            except HTTPX_ERRORS as exc:
-                raise convert(answer.what, exc) from exc
+        if isinstance(req, (ReadLine, ReadChunk)):
+            return self._read(answer, isinstance(req, ReadLine))
+        return self._send(req, answer)
+
+    def _send(self, req: Send | Open, answer: _Answer) -> Reply:
         try:
             if isinstance(req, Open):
                 return self._open(req.request, answer)
@@ -205,6 +196,17 @@ class SyncDriver:
         except HTTPX_ERRORS as exc:
             raise _failed(req.request, exc) from exc
         return _reply(response, response.content)
+
+    @staticmethod
+    def _read(answer: _Answer, lines: bool) -> str | bytes | None:
+        assert answer.response is not None
+        if answer.parts is None:
+            answer.parts = answer.response.iter_lines() if lines else answer.response.iter_bytes()
+        assert isinstance(answer.parts, Iterator)
+        try:
+            return next(answer.parts, None)
+        except HTTPX_ERRORS as exc:
+            raise convert(answer.what, exc) from exc
 
     def _open(self, req: Request[Any], answer: _Answer) -> Reply:
         self._close_answer(answer)
@@ -215,13 +217,12 @@ class SyncDriver:
                 return _reply(response, response.read())
             finally:
                 response.close()
-        answer.response, answer.lines, answer.what = response, response.iter_lines(), req.what
+        answer.response, answer.what = response, req.what
         return _reply(response)
 
     @staticmethod
     def _close_answer(answer: _Answer) -> None:
-        response, answer.response, answer.lines = answer.response, None, None
-        answer.chunks = None
+        response, answer.response, answer.parts = answer.response, None, None
         if response is not None:
             response.close()
 
@@ -301,21 +302,11 @@ class AsyncDriver:
             return await (self._sleep or _asleep)(req.seconds)
         if isinstance(req, CloseStream):
             return await self._close_answer(answer)
-        if isinstance(req, ReadLine):
-            assert isinstance(answer.lines, AsyncIterator)
-            try:
-                return await anext(answer.lines, None)
-            except HTTPX_ERRORS as exc:
-                raise convert(answer.what, exc) from exc
-        if isinstance(req, ReadChunk):
-            assert answer.response is not None
-            if answer.chunks is None:
-                answer.chunks = answer.response.aiter_bytes()
-            assert isinstance(answer.chunks, AsyncIterator)
-            try:
-                return await anext(answer.chunks, None)
-            except HTTPX_ERRORS as exc:
-                raise convert(answer.what, exc) from exc
+        if isinstance(req, (ReadLine, ReadChunk)):
+            return await self._read(answer, isinstance(req, ReadLine))
+        return await self._send(req, answer)
+
+    async def _send(self, req: Send | Open, answer: _Answer) -> Reply:
         try:
             if isinstance(req, Open):
                 return await self._open(req.request, answer)
@@ -323,6 +314,18 @@ class AsyncDriver:
         except HTTPX_ERRORS as exc:
             raise _failed(req.request, exc) from exc
         return _reply(response, response.content)
+
+    @staticmethod
+    async def _read(answer: _Answer, lines: bool) -> str | bytes | None:
+        assert answer.response is not None
+        if answer.parts is None:
+            response = answer.response
+            answer.parts = response.aiter_lines() if lines else response.aiter_bytes()
+        assert isinstance(answer.parts, AsyncIterator)
+        try:
+            return await anext(answer.parts, None)
+        except HTTPX_ERRORS as exc:
+            raise convert(answer.what, exc) from exc
 
     async def _open(self, req: Request[Any], answer: _Answer) -> Reply:
         await self._close_answer(answer)
@@ -333,13 +336,12 @@ class AsyncDriver:
                 return _reply(response, await response.aread())
             finally:
                 await response.aclose()
-        answer.response, answer.lines, answer.what = response, response.aiter_lines(), req.what
+        answer.response, answer.what = response, req.what
         return _reply(response)
 
     @staticmethod
     async def _close_answer(answer: _Answer) -> None:
-        response, answer.response, answer.lines = answer.response, None, None
-        answer.chunks = None
+        response, answer.response, answer.parts = answer.response, None, None
         if response is not None:
             await response.aclose()
 
