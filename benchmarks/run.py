@@ -219,7 +219,7 @@ def further_box(n: int) -> list[Figure]:
                    "<= 50 ms", ms <= 50, "with the pool's warm kernel ready")]
 
 
-def _wait_for_warm_pool(gateway: Any, timeout: float = 60) -> None:
+def _wait_for_warm_pool(gateway: Any, timeout: float = 60, pool: str | None = None) -> None:
     import httpx
 
     proc = gateway._process
@@ -227,7 +227,8 @@ def _wait_for_warm_pool(gateway: Any, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         state = httpx.get(f"{proc.url}/codebox/pool", trust_env=False,
                           headers={"Authorization": f"token {proc.token}"}).json()
-        if state["warm"]:
+        pools = [p for p in state["pools"] if p["kernel_name"] == pool] if pool else [state]
+        if any(p["warm"] for p in pools):
             return
         time.sleep(0.05)
     raise TimeoutError("the pool did not warm up")
@@ -469,6 +470,60 @@ def server_download(sizes_mb: tuple[int, ...]) -> list[Figure]:
     return figures
 
 
+FIRST_SANDBOXED_BOX = FIRST_BOX.replace("LocalBox()", "LocalBox(sandbox=True)")
+
+
+def _raw_kernel_start() -> float:
+    """Seconds for a raw ``jupyter_client`` kernel start until it answers."""
+    from jupyter_client.manager import start_new_kernel
+
+    t = time.perf_counter()
+    km, kc = start_new_kernel(kernel_name="python3")
+    took = time.perf_counter() - t
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+    return took
+
+
+def sandboxed(n: int, repeat: int) -> list[Figure]:
+    """A sandboxed box beside a plain one, measured in the same run."""
+    from codebox.local._gateway import shared_gateway
+
+    with LocalBox() as plain, LocalBox(sandbox=True) as boxed:
+        # Both pools warm (no kernel booting beside the runs), then the two boxes take turns.
+        _wait_for_warm_pool(shared_gateway)
+        _wait_for_warm_pool(shared_gateway, pool="codebox-sandbox")
+        pairs = [(box_samples(plain, 1)[0], box_samples(boxed, 1)[0]) for _ in range(n)]
+        plain_ms = median_ms([p[0] for p in pairs])
+        boxed_ms = median_ms([p[1] for p in pairs])
+        samples = []
+        for _ in range(repeat * 5):
+            _wait_for_warm_pool(shared_gateway, pool="codebox-sandbox")
+            t = time.perf_counter()
+            box = LocalBox(sandbox=True)
+            box.run("1+1")
+            samples.append(time.perf_counter() - t)
+            box.stop()
+    further = median_ms(samples)
+    raw_start = statistics.median(_raw_kernel_start() for _ in range(repeat)) * 1000
+    firsts = [(in_fresh_process(FIRST_BOX)[1], in_fresh_process(FIRST_SANDBOXED_BOX)[1])
+              for _ in range(repeat)]
+    first_plain = statistics.median(f[0] for f in firsts)
+    first_boxed = statistics.median(f[1] for f in firsts)
+    return [
+        Figure('sandboxed run("1+1") median', boxed_ms, plain_ms, "ms", "<= 1.15x a plain box",
+               boxed_ms <= 1.15 * plain_ms, "reference: a plain LocalBox in the same run"),
+        Figure("a further sandboxed box: start to first result", further, raw_start, "ms",
+               "<= 0.1x a raw kernel start", further <= 0.1 * raw_start,
+               "reference: jupyter_client start_new_kernel until ready; the pool's warm "
+               "sandboxed kernel ready"),
+        Figure("first sandboxed box in a fresh process: LocalBox(sandbox=True) to first result",
+               first_boxed, first_plain, "s", "<= plain + 0.2 s",
+               first_boxed <= first_plain + 0.2,
+               "reference: a plain first box, in fresh processes taking turns"),
+    ]
+
+
 def big_print() -> list[Figure]:
     with LocalBox() as box:
         box.run("1")
@@ -531,6 +586,7 @@ def main() -> None:
         "through_server": lambda: through_server(50 if args.quick else 300),
         "server_download": lambda: server_download((50, 200)),
         "stock_enterprise_gateway": lambda: stock_enterprise_gateway(50 if args.quick else 200),
+        "sandbox": lambda: sandboxed(n, 1 if args.quick else 3),
     }
     chosen = args.only.split(",") if args.only else list(groups)
     figures = [figure for name in chosen for figure in groups[name]()]

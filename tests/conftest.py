@@ -34,7 +34,7 @@ def no_process_left_behind():
         pytest.fail(f"processes left behind by the tests: {our_processes()}")
 
 
-_REAL_PARTS = ("integration", "server", "conformance")
+_REAL_PARTS = ("integration", "server", "conformance", "sandbox")
 
 
 def pytest_collection_modifyitems(items):

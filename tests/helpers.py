@@ -10,21 +10,35 @@ from pathlib import Path
 
 
 def processes_with(name: str, value: str) -> list[tuple[int, str]]:
-    """Processes (pid, command line) whose environment holds ``name=value``."""
+    """Processes (pid, command line) whose environment holds ``name=value``, and their
+    descendants (a sandboxed kernel's environment is rebuilt from nothing)."""
     needle = f"{name}={value}".encode()
-    found = []
+    marked: set[int] = set()
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
+            parents[pid] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            commands[pid] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                marked.add(pid)
+        except (OSError, IndexError, ValueError):
             continue
-        if cmd:
-            found.append((int(entry.name), cmd))
-    return found
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            if pid in marked:
+                return True
+            seen.add(pid)
+            pid = parents[pid]
+        return False
+
+    return [(pid, cmd.strip()) for pid, cmd in commands.items()
+            if cmd.strip() and descends(pid)]
 
 
 def our_processes(marker: str | None = None) -> list[tuple[int, str]]:
@@ -39,6 +53,29 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def kernel_host_pid(run) -> int:
+    """The host pid of a kernel, found through a file it holds open: a sandboxed kernel
+    knows only its pid inside its own pid namespace. ``run(code)`` returns the text result
+    of running ``code`` in the box."""
+    name = f"pid-marker-{os.urandom(6).hex()}"
+    path = run(f"import os\n_pid_marker = open({name!r}, 'w')\nos.path.abspath({name!r})")
+    path = path.strip("'")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == path:
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no process holds {path} open")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05):

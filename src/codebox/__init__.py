@@ -12,8 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .base import BaseBox
-from .errors import CodeBoxError
+from .errors import CodeBoxError, SandboxUnavailableError
 from .remote import CodeBox
+from .sandbox import Sandbox
 from .schema import (
     CodeBoxFile,
     CodeBoxOutput,
@@ -38,6 +39,8 @@ __all__ = [
     "ExecError",
     "LocalBox",
     "OutputChunk",
+    "Sandbox",
+    "SandboxUnavailableError",
     "__version__",
 ]
 

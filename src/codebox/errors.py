@@ -85,3 +85,8 @@ class KernelDiedError(CodeBoxError):
 
 class GatewayError(CodeBoxError):
     """The Jupyter Kernel Gateway could not be started or answered with an error."""
+
+
+class SandboxUnavailableError(CodeBoxError):
+    """This machine cannot run a sandboxed kernel (not Linux, no bubblewrap, no user
+    namespaces, an AppArmor restriction); the message names the cause and the fix."""

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .sandbox import Sandbox
+
 DEFAULT_BASE_URL = "https://codeboxapi.com/api/v1"
 
 
@@ -89,6 +91,11 @@ class CodeBoxSettings(BaseSettings):
         300.0,
         gt=0,
         description="Seconds a warm kernel may wait unused before it is shut down.",
+    )
+    sandbox: bool | Sandbox = Field(
+        False,
+        description="Run local kernels in a sandbox: true (the default policy), false, or a "
+        'policy as JSON (`CODEBOX_SANDBOX=\'{"network": true}\'`). See `Sandbox`.',
     )
     max_retries: int = Field(
         3, ge=0, description="Retries of a request that is safe to repeat (REST client)."

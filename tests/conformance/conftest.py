@@ -36,7 +36,9 @@ IDS = [f"{backend}-{flavour}" for backend, flavour in COMBINATIONS]
 def codebox_server(tmp_path_factory):
     """One ``codebox serve`` for the conformance suite (gone before other tests that
     count processes)."""
-    with running_server(tmp_path_factory, env={"CODEBOX_SERVER_API_KEYS": SERVER_KEY}) as srv:
+    # Sandboxed, as served by default; with the network, which `install` needs.
+    env = {"CODEBOX_SERVER_API_KEYS": SERVER_KEY, "CODEBOX_SERVER_SANDBOX_NETWORK": "true"}
+    with running_server(tmp_path_factory, env=env) as srv:
         yield srv
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,19 +24,26 @@ def _together(flavour, calls):
     return flavour.wait(main())
 
 
-def test_two_boxes_run_at_the_same_time(make_box, tmp_path):
+def test_two_boxes_run_at_the_same_time(make_box):
     a, b = make_box(), make_box()
     a.run("me = 'a'")
     b.run("me = 'b'")
-    flag = tmp_path / "b-was-here"
-    # `a` can only finish if `b` runs while `a` is still running.
-    wait = ("import os, time\ndeadline = time.monotonic() + 20\n"
-            f"while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:\n"
-            "    time.sleep(0.01)\n"
-            f"print(me, os.path.exists({str(flag)!r}))")
-    touch = f"open({str(flag)!r}, 'w').close()\nprint(me)"
+    with socket.socket() as probe:  # a free port; sandboxed boxes share no files, only a network
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # `a` can only finish if `b` runs while `a` is still running: `b` opens the port.
+    wait = ("import socket, time\ndeadline = time.monotonic() + 20\nseen = False\n"
+            "while not seen and time.monotonic() < deadline:\n"
+            "    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
+            "        seen = True\n"
+            "    except OSError:\n"
+            "        time.sleep(0.01)\n"
+            "print(me, seen)")
+    touch = f"import socket\n_door = socket.create_server(('127.0.0.1', {port}))\nprint(me)"
     out_a, out_b = _together(a, [(a, wait), (b, touch)])
     assert (out_a.stdout, out_b.stdout) == ("a True\n", "b\n")
+    b.run("_door.close()")
 
 
 def test_runs_on_one_box_are_serialised(make_box):

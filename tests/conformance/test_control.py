@@ -10,6 +10,8 @@ import threading
 
 import pytest
 
+from tests.helpers import kernel_host_pid
+
 pytestmark = pytest.mark.integration
 
 SLEEPER = "print('sleeping', flush=True)\nimport time\ntime.sleep(60)"
@@ -97,7 +99,8 @@ def test_a_kernel_that_dies_mid_run_is_an_error_and_the_next_run_works(fresh_box
 
 
 def test_a_kernel_killed_between_runs_is_replaced(fresh_box):
-    pid = int(fresh_box.run("import os\ngone = 1\nos.getpid()").content)
+    fresh_box.run("gone = 1")
+    pid = kernel_host_pid(lambda code: fresh_box.run(code).content)
     os.kill(pid, signal.SIGKILL)
     _after_death(fresh_box)
 

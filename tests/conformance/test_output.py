@@ -4,6 +4,7 @@ streaming while the code runs."""
 from __future__ import annotations
 
 import base64
+import socket
 
 import pytest
 
@@ -58,20 +59,32 @@ def test_code_or_file_path(box, tmp_path):
         box.run()
 
 
-def test_chunks_arrive_while_the_code_runs(box, tmp_path):
-    # The code goes on only once the caller has seen its first output (or gives up).
-    flag = tmp_path / "seen"
-    code = ("import os, time\nprint('first', flush=True)\ndeadline = time.monotonic() + 20\n"
-            f"while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:\n"
-            "    time.sleep(0.01)\n"
-            f"print('second', os.path.exists({str(flag)!r}))")
-    seen = []
+def test_chunks_arrive_while_the_code_runs(box):
+    # The code goes on only once the caller has seen its first output (or gives up): the
+    # caller then opens a port (sandboxed boxes share no files with it, only a network).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = ("import socket, time\nprint('first', flush=True)\ndeadline = time.monotonic() + 20\n"
+            "seen = False\nwhile not seen and time.monotonic() < deadline:\n"
+            "    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
+            "        seen = True\n"
+            "    except OSError:\n"
+            "        time.sleep(0.01)\n"
+            "print('second', seen)")
+    seen, door = [], []
 
     def on_output(chunk):
         seen.append(chunk)
-        flag.touch()
+        if not door:
+            door.append(socket.create_server(("127.0.0.1", port)))
 
-    out = box.run(code, on_output=on_output, timeout=30)
+    try:
+        out = box.run(code, on_output=on_output, timeout=30)
+    finally:
+        for sock in door:
+            sock.close()
     assert out.error is None and out.stdout == "first\nsecond True\n"
     assert "first\n".startswith(seen[0].content)
     assert "".join(c.content for c in seen) == out.stdout

@@ -10,12 +10,21 @@ import pytest
 
 from codebox import CodeBoxError, CommandResult
 from codebox.errors import CodeBoxNotFoundError
-from tests.helpers import alive, wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
 # Prints the pid of a grandchild (in the background) and of a child, then waits.
 FAMILY = "sleep 60 & echo $!; sh -c 'echo $$; sleep 60'"
+
+
+def alive(box, pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not), as the box sees it: the pids a
+    command prints are those of the box's own pid namespace when it is sandboxed."""
+    out = box.run(f"try:\n    s = open('/proc/{pid}/stat').read()\n"
+                  "    print(s.rsplit(')', 1)[1].split()[0] != 'Z')\n"
+                  "except OSError:\n    print(False)", timeout=10)
+    return out.stdout == "True\n"
 
 
 def pids_in(text: str) -> list[int]:
@@ -86,7 +95,7 @@ def test_a_timeout_ends_the_command_and_everything_it_started(box):
     assert out.timed_out and out.exit_code < 0 and not out.ok
     pids = pids_in(out.stdout)
     assert len(pids) == 2  # the output before the timeout is kept
-    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10)
+    wait_until(lambda: not any(alive(box, pid) for pid in pids), timeout=10)
     assert box.run("kept").content == "'yes'"
     assert box.shell("echo again").stdout == "again\n"
 
@@ -95,7 +104,7 @@ def test_what_a_command_leaves_running_ends_with_it(box):
     out = box.shell("sleep 60 > /dev/null 2>&1 & echo $!")
     assert out.exit_code == 0
     (pid,) = pids_in(out.stdout)
-    wait_until(lambda: not alive(pid), timeout=10)
+    wait_until(lambda: not alive(box, pid), timeout=10)
 
 
 def test_interrupt_ends_the_command_and_the_box_lives_on(box):
@@ -125,7 +134,7 @@ def test_interrupt_ends_the_command_and_the_box_lives_on(box):
     assert out.exit_code < 0 and not out.timed_out
     pids = pids_in(out.stdout)
     assert pids
-    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10)
+    wait_until(lambda: not any(alive(box, pid) for pid in pids), timeout=10)
     assert box.run("state", timeout=10).content == "7"
 
 
@@ -140,7 +149,7 @@ def test_leaving_a_command_stream_early_ends_the_command(box):
 
         first = box.wait(main())
     (pid,) = pids_in(first.content)
-    wait_until(lambda: not alive(pid), timeout=10)
+    wait_until(lambda: not alive(box, pid), timeout=10)
     assert box.shell("echo next", timeout=10).stdout == "next\n"
 
 
@@ -156,7 +165,7 @@ def test_an_abandoned_command_stream_is_ended_by_the_next_operation(box):
         stream, first = box.wait(main())
     (pid,) = pids_in(first.content)
     assert box.shell("echo next", timeout=30).stdout == "next\n"
-    wait_until(lambda: not alive(pid), timeout=10)
+    wait_until(lambda: not alive(box, pid), timeout=10)
     assert stream.result is None
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.helpers import alive as _alive
-from tests.helpers import wait_until
+from tests.helpers import kernel_host_pid, wait_until
 from tests.server.harness import KEY, OTHER_KEY, running_server
 
 pytestmark = pytest.mark.integration
@@ -142,10 +142,10 @@ def test_idle_sessions_are_culled_and_their_kernels_deleted(tmp_path_factory):
     with running_server(tmp_path_factory, env=env) as srv, srv.client(KEY) as api:
         busy = _start(api).json()["id"]
         # A run longer than the idle timeout keeps its session.
-        out = api.post(f"/codebox/{busy}/run",
-                       json={"code": "import time, os\ntime.sleep(3)\nos.getpid()"}).json()
-        assert out["error"] is None
-        kernel = int(out["content"])
+        kernel = kernel_host_pid(lambda code: api.post(f"/codebox/{busy}/run",
+                                                      json={"code": code}).json()["content"])
+        out = api.post(f"/codebox/{busy}/run", json={"code": "import time\ntime.sleep(3)"})
+        assert out.json()["error"] is None
         wait_until(lambda: api.get(f"/codebox/{busy}/").status_code == 404, timeout=30)
         wait_until(lambda: not _alive(kernel), timeout=30)
         assert api.post(f"/codebox/{busy}/run", json={"code": "1"}).status_code == 404

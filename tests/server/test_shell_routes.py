@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.helpers import alive, wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,13 @@ def test_the_server_run_timeout_bounds_a_command(api, session):
     body = r.json()
     assert body["timed_out"] is True and body["exit_code"] < 0
     pid = int(body["stdout"].split()[0])
-    wait_until(lambda: not alive(pid), timeout=10)
+
+    def alive() -> bool:  # as the session sees it: a sandbox has a pid namespace of its own
+        code = f"import os\nprint(os.path.exists('/proc/{pid}'))"
+        return api.post(f"/codebox/{session}/run", json={"code": code}).json()["content"] \
+            == "True\n"
+
+    wait_until(lambda: not alive(), timeout=10)
 
 
 def test_shell_stream_is_ndjson_chunks_then_the_result(api, session):

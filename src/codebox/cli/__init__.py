@@ -25,9 +25,12 @@ def main() -> None:
 @main.command()
 @click.option("--host", help="Interface to listen on.  [default: 127.0.0.1]")
 @click.option("--port", type=int, help="Port to listen on; 0 picks a free one.  [default: 8069]")
+@click.option("--api-key-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A file of API keys, one per line (also CODEBOX_SERVER_API_KEY_FILE).")
 @click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
               help="An API key clients must send (repeatable; also CODEBOX_SERVER_API_KEYS, "
-              "comma separated).")
+              "comma separated). Prefer --api-key-file or the variable: a command line can "
+              "be read by every user of the machine.")
 @click.option("--no-auth", is_flag=True, default=None,
               help="Serve without API keys (loopback addresses only).")
 @click.option("--gateway-url", metavar="URL",
@@ -48,6 +51,17 @@ def main() -> None:
 @click.option("--log-level",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level.  [default: info]")
+@click.option("--sandbox/--no-sandbox", default=None,
+              help="Run each session's kernel in a sandbox.  [default: sandbox, unless "
+              "--gateway-url]")
+@click.option("--sandbox-network/--no-sandbox-network", default=None,
+              help="Let sessions use the network (install needs it).  [default: no]")
+@click.option("--memory-mb", "sandbox_memory_mb", type=click.IntRange(min=1), metavar="MIB",
+              help="Memory of a session.  [default: 2048]")
+@click.option("--max-processes", "sandbox_max_processes", type=click.IntRange(min=1),
+              metavar="N", help="Processes and threads of a session.  [default: 256]")
+@click.option("--disk-mb", "sandbox_disk_mb", type=click.IntRange(min=1), metavar="MIB",
+              help="Largest file of a session, and its /tmp.  [default: 2048]")
 def serve(**options: Any) -> None:
     """Run the CodeBox REST API server.
 
@@ -69,6 +83,10 @@ def serve(**options: Any) -> None:
         given["api_keys"] = list(given["api_keys"])
     try:
         settings = ServerSettings(**given)
+        if settings.sandbox_policy() is None:
+            _warn_unsandboxed(
+                "--no-sandbox" if settings.sandbox is False else "--gateway-url without "
+                "--sandbox", "anyone with an API key")
         code = run_server(settings, announce=lambda line: click.echo(line))
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -77,6 +95,14 @@ def serve(**options: Any) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot listen on the address: {exc}") from None
     sys.exit(code)
+
+
+def _warn_unsandboxed(why: str, who: str) -> None:
+    click.secho(
+        f"WARNING ({why}): kernels run WITHOUT a sandbox, as this user, with this machine's "
+        f"files, processes and network: {who} can read your files and keys and every other "
+        "kernel. Only do this for code you trust.",
+        fg="red", bold=True, err=True)
 
 
 def _transfers(uploads: tuple[str, ...], downloads: tuple[str, ...]) -> dict[str, Any]:
@@ -149,7 +175,10 @@ def shell(command: tuple[str, ...], timeout: float | None, cwd: str | None,
 
 
 @main.command()
-def mcp() -> None:
+@click.option("--sandbox/--no-sandbox", default=None,
+              help="Run the local box's kernel in a sandbox.  [default: CODEBOX_SANDBOX, "
+              "else sandbox]")
+def mcp(sandbox: bool | None) -> None:
     """Serve MCP over stdio: run, shell, upload, download, list_files, remove and install on
     one box per session."""
     try:
@@ -158,5 +187,7 @@ def mcp() -> None:
         raise click.ClickException(
             f"codebox mcp needs the mcp extra: pip install 'codebox[mcp]' ({exc})"
         ) from None
-    serve_mcp()
+    if sandbox is False:
+        _warn_unsandboxed("--no-sandbox", "the code an agent runs")
+    serve_mcp(sandbox)
 

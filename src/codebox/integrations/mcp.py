@@ -212,14 +212,24 @@ def serve_stdio(
     anyio.run(server.run_stdio_async)
 
 
-def main() -> None:
+def main(sandbox: bool | None = None) -> None:
     """Entry point of ``codebox mcp`` (and ``python -m codebox.integrations.mcp``): logs to stderr
-    (stdout carries the protocol) and serves one session over stdio."""
+    (stdout carries the protocol) and serves one session over stdio.
+
+    Args:
+        sandbox: Sandbox the local box. Default: ``CODEBOX_SANDBOX`` if set, else yes (an
+            agent runs code nobody reviewed).
+    """
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    serve_stdio()
+    settings = CodeBoxSettings()
+    if sandbox is not None:
+        settings = settings.model_copy(update={"sandbox": sandbox})
+    elif "sandbox" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"sandbox": True})
+    serve_stdio(settings=settings)
 
 
 if __name__ == "__main__":

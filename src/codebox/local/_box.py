@@ -4,8 +4,9 @@ By default the box spawns a gateway on 127.0.0.1 (one per process, shared by its
 with ``gateway_url`` it uses a running Kernel Gateway or Enterprise Gateway instead, and
 then everything, files included, goes through the gateway and the kernel.
 
-A kernel keeps the user's code and state out of the caller's process, but it runs as the
-same user on the same machine: a `LocalBox` is not a security boundary.
+A plain kernel keeps the user's code and state out of the caller's process, but it runs as
+the same user on the same machine: it is not a security boundary. ``sandbox=True`` (or a
+`Sandbox` policy) runs the kernel in a bubblewrap sandbox that is one (see `_sandbox`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,24 @@ import threading
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .._commands import AsyncCommandStream, Command, CommandStream, check_env, check_timeout
 from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
 from ..base import BaseBox, Content, OnOutput, OnProgress, code_to_run
-from ..errors import CodeBoxError
+from ..errors import CodeBoxError, SandboxUnavailableError
+from ..sandbox import Sandbox, resolve
 from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult
 from ..settings import CodeBoxSettings
 from . import _kernel_ops as ops
+from . import _sandbox
 from ._drivers import AsyncDriver, Done, SyncDriver
 from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
+_PROBE = ThreadPoolExecutor(1, thread_name_prefix="codebox-sandbox-probe")
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,14 @@ class LocalBox(BaseBox):
         env: Environment variables set in the kernel at start (and after every restart):
             the code and every command it runs see them.
         settings: Settings for this box (default: read from ``CODEBOX_*`` and ``.env``).
+        sandbox: Run the kernel in a sandbox: ``True`` (the default `Sandbox` policy), a
+            `Sandbox`, or ``False``; ``None`` takes ``settings.sandbox``. With a spawned
+            gateway it is built here; with ``gateway_url`` that gateway needs codebox and
+            its ``codebox-sandbox`` kernelspec.
+
+    Raises:
+        SandboxUnavailableError: (at start) A sandbox was asked for and this machine cannot
+            run one; never a silent fallback to a plain kernel.
     """
 
     _live: ClassVar[weakref.WeakValueDictionary[str, LocalBox]] = weakref.WeakValueDictionary()
@@ -84,10 +97,12 @@ class LocalBox(BaseBox):
         gateway_token: str | None = None,
         env: Mapping[str, str] | None = None,
         settings: CodeBoxSettings | None = None,
+        sandbox: bool | Sandbox | None = None,
     ) -> None:
         super().__init__(settings=settings)
         self._env = check_env(env)
         s = self.settings
+        self._sandbox = resolve(sandbox, s.sandbox)
         self._gateway_url = (gateway_url or s.gateway_url or "").rstrip("/") or None
         self._gateway_token = gateway_token if gateway_token is not None else s.gateway_token
         wd = working_dir if working_dir is not None else s.working_dir
@@ -121,6 +136,11 @@ class LocalBox(BaseBox):
         return self._state.kernel_id
 
     @property
+    def sandbox(self) -> Sandbox | None:
+        """The box's sandbox policy (None: a plain kernel)."""
+        return self._sandbox
+
+    @property
     def working_dir(self) -> str | None:
         """The kernel's working directory (known once started)."""
         return self._state.root
@@ -130,13 +150,29 @@ class LocalBox(BaseBox):
 
     # -- plumbing: the gateway, the config, the two drivers ------------------------------
 
+    def _policy(self) -> dict[str, Any] | None:
+        if self._sandbox is None:
+            return None
+        policy = self._sandbox.policy()
+        if self._working_dir is not None and self._gateway_url is None:
+            policy["work_dir"] = str(Path(self._working_dir).expanduser().resolve())
+        return policy
+
     def _gateway_address(self) -> GatewayAddress:
         if self._gateway_url is not None:
             return GatewayAddress(self._gateway_url, self._gateway_token)
         if self._holds_gateway:
-            return shared_gateway.current(self.settings)
-        address = shared_gateway.acquire(self.settings)
+            return shared_gateway.current(self.settings, self._policy())
+        # Whether bwrap works here is found out (once per process) while the gateway starts.
+        probe = _PROBE.submit(_sandbox.check) if self._sandbox is not None else None
+        address = shared_gateway.acquire(self.settings, self._policy())
         self._holds_gateway = True
+        if probe is not None:
+            try:
+                probe.result()
+            except _sandbox.Unavailable as exc:
+                self._release_gateway()
+                raise SandboxUnavailableError(f"cannot sandbox the kernel: {exc}") from None
         return address
 
     def _release_gateway(self) -> None:
@@ -148,8 +184,9 @@ class LocalBox(BaseBox):
         root = self._working_dir
         if root is not None and self._gateway_url is None:
             root = str(Path(root).expanduser().resolve())
-        elif root is None and self._gateway_url is None:
+        elif root is None and self._gateway_url is None and self._sandbox is None:
             # A spawned gateway runs on this machine: the box owns a local temporary root.
+            # (A sandboxed kernel has one of its own, made and removed with it.)
             if self._temp_dir is None:
                 self._temp_dir = tempfile.mkdtemp(prefix="codebox-")
             root = self._temp_dir
@@ -164,6 +201,7 @@ class LocalBox(BaseBox):
             chunk_size=s.chunk_size,
             env=self._env,
             gateway_env=self._gateway_env(),
+            sandbox=self._policy(),
         )
 
     def _gateway_env(self) -> dict[str, str] | None:
@@ -213,8 +251,10 @@ class LocalBox(BaseBox):
         return ops.status(self._state)
 
     def _stop_op(self) -> ops.Op:
-        # Remove the root in the kernel only where the kernel made it (a remote gateway).
-        remove = self._working_dir is None and self._gateway_url is not None
+        # Remove the root in the kernel only where the kernel made it (a remote gateway; a
+        # sandbox's own directory goes with its kernel).
+        remove = (self._working_dir is None and self._gateway_url is not None
+                  and self._sandbox is None)
         return ops.stop(self._state, self._config(), remove_root=remove)
 
     def _run_timeout(self, timeout: float | None) -> float | None:

@@ -22,14 +22,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import GatewayError
+from ..sandbox import resolve
 from ..settings import CodeBoxSettings
+from . import _sandbox
 from ._gateway_app import READY
 
 log = logging.getLogger(__name__)
 
 _GATEWAY_APP = str(Path(__file__).with_name("_gateway_app.py"))
+# "The sandbox policy of the settings": the default of a user that does not name one.
+_FROM_SETTINGS: Any = object()
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,21 @@ class GatewayProcess:
         kernel_name: str = "python3",
         pool_size: int = 1,
         pool_idle_timeout: float = 300.0,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         self.token = secrets.token_urlsafe(32)
         self._runtime_dir = tempfile.mkdtemp(prefix="codebox-gateway-")
+        # The sandboxed kernelspec, found through JUPYTER_PATH; trusted: the policies it
+        # gets come from this process (only we hold the token), host paths included.
+        _sandbox.write_kernelspec(self._runtime_dir, trusted=True)
+        jupyter_path = os.pathsep.join(
+            p for p in (self._runtime_dir, os.environ.get("JUPYTER_PATH")) if p)
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._ready = threading.Event()
         self.port: int | None = None
         self.url = ""
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=self._runtime_dir, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=self._runtime_dir, PYTHONUNBUFFERED="1",
+                   JUPYTER_PATH=jupyter_path)
         self._proc = subprocess.Popen(
             [sys.executable, _GATEWAY_APP],
             stdin=subprocess.PIPE,
@@ -84,6 +96,7 @@ class GatewayProcess:
             "kernel_name": kernel_name,
             "pool_size": pool_size,
             "pool_idle_timeout": pool_idle_timeout,
+            "sandbox": sandbox,
         }
         self._proc.stdin.write(json.dumps(options).encode() + b"\n")
         self._proc.stdin.flush()
@@ -156,28 +169,38 @@ class SharedGateway:
         self._generation = 0
         atexit.register(self.close)
 
-    def acquire(self, settings: CodeBoxSettings) -> GatewayAddress:
+    def acquire(
+        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = _FROM_SETTINGS
+    ) -> GatewayAddress:
         """Count one more user and return the gateway's address, spawning it if needed (with
-        the settings of this first user)."""
+        the settings of this first user; its kind of kernel — ``sandbox`` policy or a plain
+        one — is the one pooled from the start)."""
         with self._lock:
             self._users += 1
             try:
-                return self._address(settings)
+                return self._address(settings, sandbox)
             except BaseException:
                 self._users -= 1
                 raise
 
-    def current(self, settings: CodeBoxSettings) -> GatewayAddress:
+    def current(
+        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = _FROM_SETTINGS
+    ) -> GatewayAddress:
         """The address for a user that already holds the gateway (respawned if it died)."""
         with self._lock:
-            return self._address(settings)
+            return self._address(settings, sandbox)
 
-    def _address(self, settings: CodeBoxSettings) -> GatewayAddress:
+    def _address(
+        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None
+    ) -> GatewayAddress:
         proc = self._process
         if proc is None or not proc.alive():
             if proc is not None:
                 log.warning("the Kernel Gateway (pid %s) died; starting a new one", proc.pid)
                 proc.close(0.1)
+            if sandbox is _FROM_SETTINGS:
+                policy = resolve(None, settings.sandbox)
+                sandbox = policy.policy() if policy is not None else None
             started = time.monotonic()
             self._process = proc = GatewayProcess(
                 start_timeout=settings.start_timeout,
@@ -185,6 +208,7 @@ class SharedGateway:
                 kernel_name=settings.kernel_name,
                 pool_size=settings.pool_size,
                 pool_idle_timeout=settings.pool_idle_timeout,
+                sandbox=sandbox,
             )
             self._generation += 1
             log.debug("gateway started in %.2f s", time.monotonic() - started)
@@ -205,6 +229,12 @@ class SharedGateway:
             self._users = 0
         if proc is not None:
             proc.close()
+
+    def live_generation(self) -> int | None:
+        """The generation of the gateway if it runs, without waiting for the lock (a cheap
+        check for callers on an event loop); None if it is gone or being replaced."""
+        proc = self._process
+        return self._generation if proc is not None and proc.alive() else None
 
     @property
     def pid(self) -> int | None:

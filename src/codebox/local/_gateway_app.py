@@ -61,12 +61,14 @@ class KernelPool:
     ~10 ms more than the next ones.
     """
 
-    def __init__(self, km: Any, kernel_name: str, size: int, idle_timeout: float, log: Any):
+    def __init__(self, km: Any, kernel_name: str, size: int, idle_timeout: float, log: Any,
+                 env: dict[str, str] | None = None):
         self.km = km
         self.kernel_name = kernel_name
         self.size = size
         self.idle_timeout = idle_timeout
         self.log = log
+        self.env = env  # a sandbox's policy travels in the kernel's env (KERNEL_CODEBOX_SANDBOX)
         self.entries: list[_PoolEntry] = []
         self._tasks: set[Any] = set()  # the loop keeps only weak references to tasks
 
@@ -78,10 +80,19 @@ class KernelPool:
         task.add_done_callback(self._tasks.discard)
 
     async def start_one(self) -> None:
+        await self._launch(self._reserve())
+
+    def _reserve(self) -> _PoolEntry:
+        # Counted from now on, before its launch even begins: requests that come meanwhile
+        # must not start more kernels than the pool holds.
         entry = _PoolEntry()
         self.entries.append(entry)
+        return entry
+
+    async def _launch(self, entry: _PoolEntry) -> None:
         try:
-            entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name)
+            extra = {} if self.env is None else {"env": dict(self.env)}
+            entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name, **extra)
         except Exception:  # a pool that cannot fill just hands out nothing
             self.log.exception("codebox pool: could not start a kernel")
             self.entries.remove(entry)
@@ -108,24 +119,27 @@ class KernelPool:
 
     def fill(self) -> None:
         for _ in range(self.size - len(self.entries)):
-            self._spawn(self.start_one())
+            self._spawn(self._launch(self._reserve()))
 
-    def take(self, kernel_name: str) -> str | None:
+    def take(self) -> str | None:
         kernel_id = None
-        if kernel_name == self.kernel_name:
-            for entry in sorted(self.entries, key=lambda e: not e.warm):
-                if entry.kernel_id is not None:
-                    self.entries.remove(entry)
-                    if entry.kernel_id in self.km:  # it may have died meanwhile
-                        kernel_id = entry.kernel_id
-                        break
-            self.fill()
+        for entry in sorted(self.entries, key=lambda e: not e.warm):
+            if entry.kernel_id is not None:
+                self.entries.remove(entry)
+                if entry.kernel_id in self.km:  # it may have died meanwhile
+                    kernel_id = entry.kernel_id
+                    break
+        self.fill()
         return kernel_id
 
     def describe(self) -> dict[str, Any]:
         warm = [e.kernel_id for e in self.entries if e.warm]
         return {"kernel_name": self.kernel_name, "size": self.size, "warm": warm,
                 "starting": len(self.entries) - len(warm)}
+
+    @property
+    def idle(self) -> bool:
+        return not self.entries
 
     async def cull(self) -> None:
         now = time.monotonic()
@@ -134,6 +148,58 @@ class KernelPool:
             self.entries.remove(entry)
             if entry.kernel_id in self.km:
                 await self.km.shutdown_kernel(entry.kernel_id, now=True)
+
+
+SANDBOX_KERNEL = "codebox-sandbox"  # the kernelspec `_gateway.GatewayProcess` writes
+_POLICY_ENV = "KERNEL_CODEBOX_SANDBOX"
+
+
+class Pools:
+    """A pool per kernelspec and sandbox policy: a kernel is handed out only to a box that
+    asks for exactly its kernelspec and policy. A pool is made on the first request for its
+    key (that request gets none) and kept while used."""
+
+    def __init__(self, km: Any, size: int, idle_timeout: float, log: Any) -> None:
+        self.km, self.size, self.idle_timeout, self.log = km, size, idle_timeout, log
+        self.pools: dict[str, KernelPool] = {}
+        self.first = ""  # the key of the pool made at start: kept even when idle
+
+    @staticmethod
+    def key(kernel_name: str, sandbox: dict[str, Any] | None) -> str:
+        return json.dumps([kernel_name, sandbox], sort_keys=True)
+
+    def get(self, kernel_name: str, sandbox: dict[str, Any] | None) -> KernelPool:
+        key = self.key(kernel_name, sandbox)
+        pool = self.pools.get(key)
+        if pool is None:
+            env = None
+            if sandbox is not None:
+                kernel_name = SANDBOX_KERNEL
+                env = {_POLICY_ENV: json.dumps(sandbox, sort_keys=True)}
+            pool = self.pools[key] = KernelPool(self.km, kernel_name, self.size,
+                                                self.idle_timeout, self.log, env)
+        return pool
+
+    def take(self, kernel_name: str, sandbox: dict[str, Any] | None) -> str | None:
+        if not self.size or (sandbox is not None and sandbox.get("work_dir")):
+            return None  # a kernel bound to one directory serves one box: no pool
+        fresh = self.key(kernel_name, sandbox) not in self.pools
+        pool = self.get(kernel_name, sandbox)
+        if fresh:
+            pool.fill()
+            return None
+        return pool.take()
+
+    def describe(self) -> dict[str, Any]:
+        pools = list(self.pools.values())
+        first = pools[0].describe() if pools else {"warm": [], "starting": 0}
+        return {**first, "size": self.size, "pools": [p.describe() for p in pools]}
+
+    async def cull(self) -> None:
+        for key, pool in list(self.pools.items()):
+            await pool.cull()
+            if pool.idle and key != self.first:
+                del self.pools[key]
 
 
 def _unread(parts: list[Any]) -> bool:
@@ -156,15 +222,15 @@ def _build_app(settings: dict[str, Any]) -> Any:
     from tornado import ioloop, netutil, web
     from traitlets.config import Config
 
-    pool: KernelPool = None  # type: ignore[assignment]  # made with the kernel manager
+    pools: Pools = None  # type: ignore[assignment]  # made with the kernel manager
 
     class PoolHandler(TokenAuthorizationMixin, web.RequestHandler):
         def get(self) -> None:
-            self.finish(pool.describe())
+            self.finish(pools.describe())
 
         def post(self) -> None:
             body = json.loads(self.request.body or b"{}")
-            kernel_id = pool.take(body.get("name") or pool.kernel_name)
+            kernel_id = pools.take(body.get("name") or "python3", body.get("sandbox"))
             if kernel_id is None:
                 self.set_status(204)
             else:
@@ -189,6 +255,19 @@ def _build_app(settings: dict[str, Any]) -> Any:
         parses each message in full (a quarter of the gateway's CPU under load), to feed an
         idle culler codebox does not use."""
 
+        async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
+            # IPython kernels keep their input history in memory: the shared history file
+            # would let one box read another's code (`%history -g`), and with many kernels
+            # writing it, SQLite's "database is locked" reaches the user's output.
+            name = kwargs.get("kernel_name") or self.default_kernel_name
+            try:
+                argv = self.kernel_spec_manager.get_kernel_spec(name).argv
+            except Exception:  # noqa: BLE001 - unknown: the start reports it
+                argv = []
+            if any("ipykernel" in part for part in argv):
+                kwargs.setdefault("extra_arguments", ["--HistoryManager.hist_file=:memory:"])
+            return await super().start_kernel(*args, **kwargs)
+
         def start_watching_activity(self, kernel_id: str) -> None:
             kernel = self._kernels[kernel_id]
             kernel.reason = ""
@@ -199,13 +278,16 @@ def _build_app(settings: dict[str, Any]) -> Any:
     class CodeBoxGatewayApp(KernelGatewayApp):
         def init_configurables(self) -> None:
             super().init_configurables()
-            nonlocal pool
-            pool = KernelPool(self.kernel_manager, settings.get("kernel_name", "python3"),
-                              settings.get("pool_size", 1),
-                              settings.get("pool_idle_timeout", 300.0), self.log)
-            if pool.size:
+            nonlocal pools
+            pools = Pools(self.kernel_manager, settings.get("pool_size", 1),
+                          settings.get("pool_idle_timeout", 300.0), self.log)
+            # The first box's kind of kernel is pooled from the start, and for good.
+            first = pools.get(settings.get("kernel_name", "python3"), settings.get("sandbox"))
+            pools.first = pools.key(settings.get("kernel_name", "python3"),
+                                    settings.get("sandbox"))
+            if pools.size:
                 # Launch the first warm kernel now: it boots while the gateway finishes.
-                self.io_loop.run_sync(pool.start_one)
+                self.io_loop.run_sync(first.start_one)
 
         def init_webapp(self) -> None:
             super().init_webapp()
@@ -213,10 +295,11 @@ def _build_app(settings: dict[str, Any]) -> Any:
 
         def start_app(self) -> None:
             super().start_app()
-            if pool.size:
-                pool.fill()
-                period = max(1.0, min(pool.idle_timeout / 4, 30.0)) * 1000
-                ioloop.PeriodicCallback(pool.cull, period).start()
+            if pools.size:
+                for pool in pools.pools.values():
+                    pool.fill()
+                period = max(1.0, min(pools.idle_timeout / 4, 30.0)) * 1000
+                ioloop.PeriodicCallback(pools.cull, period).start()
             sys.stdout.write(f"{READY} {self.port}\n")
             sys.stdout.flush()
 
@@ -240,6 +323,9 @@ def _build_app(settings: dict[str, Any]) -> Any:
     # A kernel that dies in its first 10 s is otherwise restarted on new ports, which
     # strands every open websocket to it: its messages go to the old ports, forever.
     config.KernelRestarter.random_ports_until_alive = False
+    # A kernel that does not exit when asked (stopped, stuck in C code) is killed after 1 s
+    # rather than 5: a run's deadline includes restarting such a kernel.
+    config.KernelManager.shutdown_wait_time = 1.0
     app = CodeBoxGatewayApp(config=config)
     app.initialize(argv=[])
     return app
@@ -259,10 +345,25 @@ def _watch_parent(app: Any) -> None:
     timer.start()
 
 
+def _bare_packages(here: str) -> None:
+    """Register ``codebox`` and ``codebox.local`` as bare packages. The kernel manager loads
+    the sandbox provisioner (``codebox.local._provisioner``, standard library and
+    jupyter_client only) from there; the package's ``__init__`` (pydantic, httpx, ...: ~0.3 s
+    before the first sandboxed kernel) is not needed here."""
+    import types
+
+    for name, path in (("codebox", os.path.dirname(here)), ("codebox.local", here)):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = [path]
+            sys.modules[name] = module
+
+
 def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.meta_path.insert(0, _BlockSlowImports())
+    _bare_packages(here)
     line = sys.stdin.buffer.readline()
     if not line:
         sys.exit("codebox gateway: no settings on stdin")

@@ -11,8 +11,10 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ..sandbox import Sandbox
 
 DEFAULT_PORT = 8069
 
@@ -57,6 +59,15 @@ class ServerSettings(BaseSettings):
     max_upload_size: int = Field(
         100 * 1024 * 1024, ge=0, description="Most bytes of one uploaded file (HTTP 413 past it)."
     )
+    max_request_size: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Most bytes of a JSON request body (HTTP 413 past "
+        "it, before it is read in full). The default fits the largest code a kernel accepts "
+        "(10 MiB including its envelope); uploads have `max_upload_size` instead."
+    )
+    client_timeout: float = Field(
+        20.0, gt=0, description="Most seconds a client may take to send a request's headers, "
+        "or stay silent while sending its body; past them its connection is dropped."
+    )
     run_timeout: float = Field(
         300.0, gt=0, description="Most seconds one run may take; a longer one is interrupted "
         "and answered with a `TimeoutError` result. A client's own `timeout` can only shorten it."
@@ -76,6 +87,44 @@ class ServerSettings(BaseSettings):
         "directory, removed when the server stops."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    api_key_file: Path | None = Field(
+        None, description="A file of API keys, one per line (# starts a comment): keeps keys "
+        "out of the command line, which every user of the machine can read."
+    )
+    sandbox: bool | None = Field(
+        None, description="Run every session's kernel in a sandbox. Default: yes when the "
+        "server spawns its gateway; with `gateway_url`, only if set (that gateway then needs "
+        "codebox's `codebox-sandbox` kernelspec)."
+    )
+    sandbox_network: bool = Field(False, description="Let sandboxed sessions use the network.")
+    sandbox_memory_mb: int | None = Field(2048, gt=0, description="Memory of a session (MiB).")
+    sandbox_max_processes: int | None = Field(
+        256, gt=0, description="Processes and threads of a session.")
+    sandbox_disk_mb: int | None = Field(
+        2048, gt=0, description="Largest file of a session, and its /tmp (MiB).")
+
+    def sandbox_policy(self) -> Sandbox | None:
+        """The sessions' sandbox policy; None: plain kernels."""
+        enabled = self.sandbox if self.sandbox is not None else self.gateway_url is None
+        if not enabled:
+            return None
+        return Sandbox(network=self.sandbox_network, memory_mb=self.sandbox_memory_mb,
+                       max_processes=self.sandbox_max_processes,
+                       disk_mb=self.sandbox_disk_mb)
+
+    @model_validator(mode="after")
+    def _read_key_file(self) -> ServerSettings:
+        """Add the keys of ``api_key_file`` to ``api_keys``."""
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read the API key file: {exc}") from None
+            for line in text.splitlines():
+                key = line.split("#", 1)[0].strip()
+                if key and key not in self.api_keys:
+                    self.api_keys.append(key)
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -105,8 +154,8 @@ class ServerSettings(BaseSettings):
             raise ValueError("give API keys or --no-auth, not both")
         if not self.no_auth and not self.api_keys:
             raise ValueError(
-                "no API key: give --api-key KEY (or CODEBOX_SERVER_API_KEYS), or --no-auth to "
-                "serve without authentication on a loopback address"
+                "no API key: give --api-key-file FILE, CODEBOX_SERVER_API_KEYS or --api-key "
+                "KEY, or --no-auth to serve without authentication on a loopback address"
             )
         if self.no_auth and not is_loopback(self.host):
             raise ValueError(
