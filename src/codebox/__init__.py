@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _imports  # noqa: F401  # first: it imports httpx without its CLI
 from .base import BaseBox
 from .errors import CodeBoxError, SandboxUnavailableError
-from .remote import CodeBox
 from .sandbox import Sandbox
 from .schema import (
     CodeBoxFile,
@@ -46,9 +46,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .local import LocalBox
+    from .remote import CodeBox
 
-_LAZY = {"LocalBox": ".local"}
-"""Loaded on first use: a `CodeBox` with a key never imports the gateway or websockets."""
+_LAZY = {"LocalBox": ".local", "CodeBox": ".remote"}
+"""Loaded on first use: a `CodeBox` with a key never imports the gateway or websockets, a
+`LocalBox` never imports the REST client."""
 
 
 def _public(obj: Any) -> Any:
