@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import _imports  # noqa: F401  # first: it imports httpx without its CLI
 from .base import BaseBox
 from .errors import CodeBoxError, SandboxUnavailableError
 from .sandbox import Sandbox
