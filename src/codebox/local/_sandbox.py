@@ -126,7 +126,8 @@ def find_bwrap() -> str:
 def _probe(bwrap: str) -> str | None:
     try:
         proc = subprocess.run(
-            [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc",
+            [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+             "--ro-bind", "/", "/", "--proc",
              "/proc", "--dev", "/dev", "true"],
             capture_output=True, text=True, timeout=30, check=False,
         )
@@ -229,8 +230,10 @@ def bwrap_argv(
     python: list[str] | None = None,
 ) -> list[str]:
     """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes."""
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--hostname", "codebox", "--clearenv"]
+    # --disable-userns: no user namespace of its own inside (one would give the box full
+    # capabilities there: mount its own cgroup, lift its limits, mount tmpfs of any size).
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--hostname", "codebox", "--clearenv"]
     if policy["network"]:
         argv.append("--share-net")
     for path in _SYSTEM:
