@@ -5,8 +5,30 @@ succeeds: it writes back the value already there."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from tests.helpers import alive
 from tests.sandbox.conftest import probe
+
+SYSCTLS = ("/proc/sys/fs/lease-break-time", "/proc/sys/kernel/core_pattern",
+           "/proc/sys/vm/overcommit_memory")
+
+WRITE_SYSCTLS = """
+import os
+for path in {paths!r}:
+    try:
+        value = open(path).read()
+        with open(path, 'w') as f:  # the same value: harmless if it goes through
+            f.write(value)
+        print('WROTE', path)
+    except OSError as e:
+        print('DENIED', path, type(e).__name__)
+writable = [os.path.join(root, name) for top in {tops!r}
+            for root, _, files in os.walk(top) for name in files
+            if os.access(os.path.join(root, name), os.W_OK)]
+print('WRITABLE', len(writable), writable[:5])
+"""
 
 NESTED_USERNS = """
 import ctypes, os
@@ -30,4 +52,13 @@ def _healthy(site):
 
 def test_a_nested_user_namespace_is_refused(site):
     assert probe(site.attacker, NESTED_USERNS) == "REFUSED\n"
+    _healthy(site)
+
+
+def test_the_host_kernel_settings_are_read_only(site):
+    before = {p: Path(p).read_text() for p in SYSCTLS if os.path.exists(p)}
+    out = probe(site.attacker, WRITE_SYSCTLS.format(
+        paths=list(before), tops=["/proc/sys", "/proc/pressure", "/proc/sysrq-trigger"]))
+    assert "WROTE" not in out and "WRITABLE 0 " in out, out
+    assert {p: Path(p).read_text() for p in before} == before
     _healthy(site)

@@ -55,6 +55,10 @@ _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "pki
         "matplotlibrc", "debian_version")
 _NETWORK_ETC = ("resolv.conf", "hosts", "host.conf")
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt/conda")
+# Writable entries of /proc that are not a process's own: the host's kernel settings.
+_PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/mtrr", "/proc/pressure",
+                   "/proc/acpi", "/proc/fs", "/proc/driver", "/proc/tty", "/proc/irq",
+                   "/proc/bus")
 _LANG = "C.UTF-8"
 
 
@@ -246,7 +250,12 @@ def bwrap_argv(
         path = f"/etc/{name}"
         if os.path.lexists(path):
             argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    # A private /proc, but its kernel settings read-only: bwrap covers /proc/sys only where
+    # it finds it writable beforehand, and a box mapped to host root could write the host's.
+    argv += ["--proc", "/proc"]
+    for path in _PROC_READ_ONLY:
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--dev", "/dev"]
     if policy["disk_mb"]:
         argv += ["--size", str(policy["disk_mb"] * 1024 * 1024)]
     argv += ["--tmpfs", "/tmp", "--dir", "/var/tmp"]
