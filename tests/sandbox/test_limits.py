@@ -105,6 +105,39 @@ def test_the_limits_cannot_be_lifted_from_inside(small_box):
     test_processes_past_the_limit_cannot_start(small_box)
 
 
+FILL = """
+import os, errno
+MIB = 1024 * 1024
+for directory in {dirs!r}:
+    written, outcome = 0, 'FULL-WRITTEN'
+    try:
+        for i in range(3):  # 3 files of 6 MiB: each under the limit of 16 MiB, not together
+            with open(os.path.join(directory, f'fill-{{i}}'), 'wb') as f:
+                for _ in range(6):
+                    f.write(b'x' * MIB)
+                    written += 1
+    except OSError as e:
+        outcome = errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        for i in range(3):
+            try:
+                os.remove(os.path.join(directory, f'fill-{{i}}'))
+            except OSError:
+                pass
+    print(directory, written, outcome)
+"""
+
+
+def test_no_filesystem_but_the_working_dir_holds_more_than_disk_mb(small_box):
+    # tmpfs is RAM: one unsized (bwrap's root and /dev are half the RAM) would let a box
+    # without a memory cgroup fill the host's memory.
+    out = probe(small_box, FILL.format(dirs=["/", "/var/tmp", "/dev", "/dev/shm", "/tmp",
+                                             "/root", "/etc"]))
+    for line in out.splitlines():
+        _directory, written, outcome = line.split()
+        assert outcome != "FULL-WRITTEN" and int(written) <= 16, out
+    _usable(small_box)
+
 def test_disk_past_the_limit_fails_writes_and_uploads(small_box):
     out = small_box.run("open('big.bin', 'wb').write(b'x' * 17 * 1024 * 1024)", timeout=60)
     assert out.error is not None and out.error.name == "OSError", out.error

@@ -255,16 +255,18 @@ def bwrap_argv(
     argv += ["--proc", "/proc"]
     for path in _PROC_READ_ONLY:
         argv += ["--ro-bind-try", path, path]
-    argv += ["--dev", "/dev"]
-    if policy["disk_mb"]:
-        argv += ["--size", str(policy["disk_mb"] * 1024 * 1024)]
-    argv += ["--tmpfs", "/tmp", "--dir", "/var/tmp"]
+    # Writable filesystems are the sized tmpfs /tmp and /dev/shm only (plus the bound
+    # directories): bwrap's root and /dev are tmpfs of half the RAM, so they go read-only.
+    size = ["--size", str(policy["disk_mb"] * 1024 * 1024)] if policy["disk_mb"] else []
+    argv += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+             *size, "--tmpfs", "/tmp", "--symlink", "/tmp", "/var/tmp"]
     for path in [*(python if python is not None else python_paths()),
                  *policy.get("read_only_paths", ())]:
         argv += ["--ro-bind-try", path, path]
     for path in (work_dir, home, ipc_dir):
         argv += ["--bind", path, path]
-    argv += ["--ro-bind", connection_file, connection_file, "--chdir", work_dir]
+    argv += ["--ro-bind", connection_file, connection_file, "--remount-ro", "/",
+             "--chdir", work_dir]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--", *_limited(policy, kernel_argv)]
