@@ -6,8 +6,12 @@ succeeds: it writes back the value already there."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
+import pytest
+
+from codebox import LocalBox
 from tests.helpers import alive
 from tests.sandbox.conftest import probe
 
@@ -16,6 +20,7 @@ SYSCTLS = ("/proc/sys/fs/lease-break-time", "/proc/sys/kernel/core_pattern",
 
 WRITE_SYSCTLS = """
 import os
+import socket
 for path in {paths!r}:
     try:
         value = open(path).read()
@@ -62,3 +67,33 @@ def test_the_host_kernel_settings_are_read_only(site):
     assert "WROTE" not in out and "WRITABLE 0 " in out, out
     assert {p: Path(p).read_text() for p in before} == before
     _healthy(site)
+
+
+PLANT = """
+import glob, json, os, sys
+connection = json.load(open(next(a for a in sys.argv if a.endswith('.json'))))
+for path in glob.glob(connection['ip'] + '-*'):
+    os.rename(path, path + '.old')
+    os.symlink({target!r}, path)
+print('planted', len(glob.glob(connection['ip'] + '-*')) // 2)
+"""
+
+
+def test_symlinks_in_the_ipc_dir_lead_the_gateway_nowhere(tmp_path):
+    # The gateway, on the host, connects to the kernel's sockets; a box that replaces them
+    # with links to a host socket and dies must not make it connect there when it retries.
+    target = str(tmp_path / "host-service.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(target)
+    listener.listen(64)
+    listener.setblocking(False)
+    with LocalBox(sandbox=True) as box:
+        assert probe(box, PLANT.format(target=target)) == "planted 5\n"
+        died = box.run("import os; os._exit(1)", timeout=60)
+        assert died.error is not None and died.error.name == "KernelDiedError"
+        # The restarted kernel works: the gateway reconnected to it, and to nothing else
+        # (ZMQ retried every 100 ms through the whole restart).
+        assert probe(box, "print(6 * 7)") == "42\n"
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    listener.close()

@@ -232,8 +232,10 @@ def bwrap_argv(
     connection_file: str,
     env: Mapping[str, str],
     python: list[str] | None = None,
+    connection_source: str | None = None,
 ) -> list[str]:
-    """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes."""
+    """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes (the
+    connection file inside is ``connection_source``, else the host's own)."""
     # --disable-userns: no user namespace of its own inside (one would give the box full
     # capabilities there: mount its own cgroup, lift its limits, mount tmpfs of any size).
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
@@ -265,7 +267,8 @@ def bwrap_argv(
         argv += ["--ro-bind-try", path, path]
     for path in (work_dir, home, ipc_dir):
         argv += ["--bind", path, path]
-    argv += ["--ro-bind", connection_file, connection_file, "--remount-ro", "/",
+    argv += ["--ro-bind", connection_source or connection_file, connection_file,
+             "--remount-ro", "/",
              "--chdir", work_dir]
     for key, value in env.items():
         argv += ["--setenv", key, value]
