@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from pathlib import Path
 
 import pytest
 
-from codebox import LocalBox
+from codebox import LocalBox, Sandbox
 from tests.helpers import alive
 from tests.sandbox.conftest import probe
 
@@ -21,6 +22,7 @@ SYSCTLS = ("/proc/sys/fs/lease-break-time", "/proc/sys/kernel/core_pattern",
 WRITE_SYSCTLS = """
 import os
 import socket
+import stat
 for path in {paths!r}:
     try:
         value = open(path).read()
@@ -97,3 +99,41 @@ def test_symlinks_in_the_ipc_dir_lead_the_gateway_nowhere(tmp_path):
     with pytest.raises(BlockingIOError):
         listener.accept()
     listener.close()
+
+
+def test_the_box_cannot_plant_a_setuid_file_on_the_host(tmp_path):
+    # The box's uid may be the host's root: a setuid file it made would be a root shell
+    # for whoever reaches the directory on the host.
+    with LocalBox(sandbox=Sandbox(), working_dir=tmp_path) as box:
+        out = probe(box, """
+import os, shutil
+shutil.copy('/bin/sh', 'suid-sh')
+for mode in (0o4755, 0o2755, 0o6755):
+    try:
+        os.chmod('suid-sh', mode)
+    except OSError as e:
+        print('DENIED', type(e).__name__)
+try:
+    os.close(os.open('made-suid', os.O_CREAT | os.O_WRONLY, 0o4755))
+except OSError as e:
+    print('DENIED', type(e).__name__)
+""")
+        assert out == "DENIED PermissionError\n" * 4, out
+        for name in ("suid-sh", "made-suid"):
+            if (tmp_path / name).exists():
+                assert not os.stat(tmp_path / name).st_mode & (stat.S_ISUID | stat.S_ISGID)
+        assert probe(box, "print(6 * 7)") == "42\n"
+
+
+def test_the_boxes_directories_are_their_owners_alone(site):
+    # No other local user reaches what a box left in its directory (its uid may be root).
+    boxes = Path(site.runtime_dir) / "codebox-boxes"
+    dirs = [boxes, *boxes.iterdir()]
+    if site.server_pid is not None:
+        environ = Path(f"/proc/{site.server_pid}/environ").read_bytes().split(b"\0")
+        data = Path(next(item.split(b"=", 1)[1].decode() for item in environ
+                         if item.startswith(b"CODEBOX_SERVER_DATA_DIR=")))
+        dirs += [data, data / "sessions", *(data / "sessions").iterdir()]
+    assert len(dirs) >= 3
+    for path in dirs:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path

@@ -127,13 +127,20 @@ class SandboxProvisioner(LocalProvisioner):
             km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port))
         inside = _sandbox.kernel_env(policy, home=dirs["home"], site=dirs["site"], extra={
             "CODEBOX_WORK_DIR": dirs["work"]}, python_bin=os.path.dirname(kwargs["cmd"][0]))
+        seccomp = _sandbox.seccomp_filter()
         argv = _sandbox.bwrap_argv(
             bwrap, policy, kernel_argv=kwargs["cmd"], work_dir=dirs["work"],
             home=dirs["home"], ipc_dir=dirs["ipc"], connection_file=km.connection_file,
-            connection_source=str(kernel_file), env=inside)
+            connection_source=str(kernel_file), env=inside,
+            seccomp_fd=3 if seccomp is not None else None)
         self._launches += 1
         self._cgroups = _sandbox.Cgroups(f"codebox-{self.kernel_id}-{self._launches}", policy)
         kwargs["cmd"] = self._cgroups.wrap(argv)
+        if seccomp is not None:  # bwrap reads the filter from fd 3, opened by a shell
+            filter_file = self._box_dir / "seccomp.bpf"
+            filter_file.write_bytes(seccomp)
+            kwargs["cmd"] = ["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(filter_file),
+                             *kwargs["cmd"]]
         # Not even bwrap gets the gateway's environment: its first child is the sandbox's
         # pid 1, whose /proc/1/environ the kernel can read.
         kwargs["env"] = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": "C.UTF-8"}

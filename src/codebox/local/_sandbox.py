@@ -233,6 +233,7 @@ def bwrap_argv(
     env: Mapping[str, str],
     python: list[str] | None = None,
     connection_source: str | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes (the
     connection file inside is ``connection_source``, else the host's own)."""
@@ -272,6 +273,8 @@ def bwrap_argv(
              "--chdir", work_dir]
     for key, value in env.items():
         argv += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--", *_limited(policy, kernel_argv)]
 
 
@@ -288,6 +291,55 @@ def _limited(policy: Mapping[str, Any], argv: list[str]) -> list[str]:
             " r.setrlimit(getattr(r,'RLIMIT_'+k),(v,v))\n"
             "os.execv(sys.argv[1],sys.argv[1:])")
     return [argv[0], "-I", "-S", "-c", code, *argv]
+
+
+# -- seccomp ----------------------------------------------------------------------------------
+
+# x86_64 numbers of the calls that set a file's mode, and which argument is the mode.
+_MODE_ARG = {90: 1, 91: 1, 268: 2, 452: 2,  # chmod, fchmod, fchmodat, fchmodat2
+             85: 1, 2: 2, 257: 3,  # creat, open, openat
+             133: 1, 259: 2}  # mknod, mknodat
+_OPENAT2 = 437  # its mode is behind a pointer: refused (ENOSYS), libc falls back to openat
+_AUDIT_ARCH_X86_64 = 0xC000003E
+
+
+def seccomp_filter() -> bytes | None:
+    """A seccomp program (classic BPF, as ``bwrap --seccomp`` reads it) that refuses setuid
+    and setgid modes (EPERM): a sandbox whose uid is the host's root would otherwise leave
+    setuid-root files on the host. None where it is not written for this machine."""
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64" or sys.byteorder != "little":
+        return None
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|K, RET
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    prog: list[tuple[int, int, int, int]] = []
+    checks = sorted(set(_MODE_ARG.values()))
+    # Layout: arch check, nr dispatch, ALLOW, one "mode check" block per argument, DENY.
+    dispatch = [*_MODE_ARG.items(), (_OPENAT2, -1)]
+    n_dispatch = 4 + len(dispatch)  # ld arch, jeq arch, ld nr, jge x32, then one per call
+    allow_at = n_dispatch
+    block_at = {arg: allow_at + 1 + 3 * i for i, arg in enumerate(checks)}
+    enosys_at = allow_at + 1 + 3 * len(checks)
+    deny_at = enosys_at + 1
+    prog.append((ld, 0, 0, 4))
+    prog.append((jeq, 0, deny_at - 2, _AUDIT_ARCH_X86_64))
+    prog.append((ld, 0, 0, 0))
+    prog.append((jge, deny_at - 4, 0, 0x40000000))  # the x32 ABI: other numbers
+    for i, (nr, arg) in enumerate(dispatch):
+        at = 4 + i
+        target = enosys_at if arg == -1 else block_at[arg]
+        prog.append((jeq, target - at - 1, 0, nr))
+    prog.append((ret, 0, 0, allow))
+    for arg in checks:  # the low 32 bits of args[arg] (little-endian)
+        at = len(prog)
+        prog.append((ld, 0, 0, 16 + 8 * arg))
+        prog.append((jset, deny_at - at - 2, 0, 0o6000))
+        prog.append((ret, 0, 0, allow))
+    prog.append((ret, 0, 0, enosys))
+    prog.append((ret, 0, 0, eperm))
+    return b"".join(struct.pack("<HBBI", code, jt, jf, k) for code, jt, jf, k in prog)
 
 
 # -- cgroups ----------------------------------------------------------------------------------

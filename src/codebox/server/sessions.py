@@ -104,8 +104,10 @@ class SessionManager:
         the housekeeping (culling idle sessions, watching the gateway)."""
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="codebox-server-"))
-        (self.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        # Owner only, all the way: what a box leaves in its directory is nobody else's.
+        for path in (self.data_dir, self.data_dir / "sessions", self.upload_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.chmod(0o700)
         if self.spawns_gateway:
             address = await asyncio.to_thread(shared_gateway.acquire, self.box_settings)
             self._holds_gateway = True
@@ -161,7 +163,7 @@ class SessionManager:
             if self.spawns_gateway:
                 assert self.data_dir is not None
                 directory = self.data_dir / "sessions" / str(session_id)
-                directory.mkdir()
+                directory.mkdir(mode=0o700)
             box = LocalBox(
                 working_dir=directory,
                 gateway_url=self.gateway_url,
