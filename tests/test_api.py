@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,30 @@ def test_good_file_names(name, normal):
 def test_bad_file_names(name):
     with pytest.raises(CodeBoxError):
         check_file_name(name)
+
+
+@pytest.mark.parametrize(("name", "char"), [
+    ("line\nbreak", "U+000A"), ("bell\x07", "U+0007"), ("del\x7f", "U+007F"),
+    ("c1\x85", "U+0085"), ("txt.\u202eexe", "U+202E"), ("iso\u2066late", "U+2066"),
+    ("mark\u200f", "U+200F"), ("lone\ud800", "U+D800"),
+])
+def test_file_names_with_control_or_bidi_characters_are_refused_by_code_point(name, char):
+    with pytest.raises(CodeBoxError, match=re.escape(char)):
+        check_file_name(name)
+
+
+def test_a_component_of_255_bytes_is_accepted_and_one_more_is_refused_clearly():
+    assert check_file_name("d/" + "a" * 255) == "d/" + "a" * 255
+    with pytest.raises(CodeBoxError, match="256 bytes"):
+        check_file_name("a" * 255 + "b")
+    with pytest.raises(CodeBoxError, match="256 bytes"):
+        check_file_name("é" * 128)  # 128 characters, 256 bytes
+
+
+def test_no_legal_file_name_is_a_partial_upload():
+    from codebox.local._snippets import PARTIAL_PREFIX, partial_name
+
+    with pytest.raises(CodeBoxError):
+        check_file_name(PARTIAL_PREFIX + "x")
+    assert partial_name("a" * 255).startswith(PARTIAL_PREFIX)
+    assert len(partial_name("a" * 255).encode()) == len(partial_name("b").encode()) < 255

@@ -13,7 +13,7 @@ from collections import deque
 
 import pytest
 
-from codebox.errors import CodeBoxConnectionError, CodeBoxNotFoundError
+from codebox.errors import CodeBoxConnectionError, CodeBoxError, CodeBoxNotFoundError
 from codebox.local import _kernel_ops as ops
 from codebox.local._drivers import AsyncDriver, SyncDriver
 from codebox.local._gateway import GatewayAddress
@@ -203,6 +203,7 @@ def test_stop_releases_everything_even_for_a_kernel_already_gone():
 
 
 def test_deadlines_follow_the_injected_clock(monkeypatch):
+    monkeypatch.setattr(ops, "PROBE_INTERVAL", 60.0)  # no probe of the gateway in between
     now = [100.0]
     monkeypatch.setattr(ops, "clock", lambda: now[0])
     waits: list = []
@@ -221,3 +222,27 @@ def test_deadlines_follow_the_injected_clock(monkeypatch):
     # Each wait is what is left of the run's 10 s on that clock, never below zero.
     assert waits == [10.0, 6.0, 2.0, 0.0]
     assert out.stdout == "0\n1\n"
+
+
+def test_code_too_large_for_a_kernel_message_is_refused_before_any_request():
+    kernel = ScriptedKernel()
+    with pytest.raises(CodeBoxError, match="at most 10485760 bytes"):
+        kernel.drive(ops.execute(ops.KernelState(), CFG, "#" * ops.MAX_MESSAGE, timeout=None))
+    assert kernel.requests == []
+
+
+def test_a_silent_kernel_that_the_gateway_no_longer_has_ends_the_run_and_is_forgotten(
+        monkeypatch):
+    class Deleted(ScriptedKernel):
+        def answer(self, req):
+            if isinstance(req, ops.Http) and req.method == "GET":
+                self.requests.append(req)
+                return 404, {"message": "Kernel does not exist"}
+            return super().answer(req)
+
+    kernel = Deleted(on_run=lambda msg_id: [])  # sent, and never a word back
+    st = ops.KernelState()
+    monkeypatch.setattr(ops, "PROBE_INTERVAL", 0.0)
+    out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    assert out.error.name == "KernelDiedError" and "state is gone" in out.error.value
+    assert st.kernel_id is None and not st.lost  # said now; the next run starts afresh

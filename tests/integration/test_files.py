@@ -57,3 +57,41 @@ def test_a_failed_upload_leaves_nothing_behind():
         with pytest.raises(CodeBoxError):
             box.upload("plain/inside.bin", os.urandom(50_000))
         assert [(f.name, f.size) for f in box.list_files()] == [("plain", 23)]
+
+
+def test_file_operations_do_not_follow_the_boxs_symbolic_links_out(box, tmp_path):
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret")
+    box.upload("kept", b"mine")
+    box.run(f"import os\nos.symlink({str(outside)!r}, 'lnk')\n"
+            f"os.symlink({str(outside / 'secret')!r}, 'ln_file')")
+    try:
+        for name in ("lnk/x", "lnk/new/x", "ln_file"):
+            with pytest.raises(CodeBoxError, match="symbolic link"):
+                box.upload(name, b"written outside")
+        for name in ("lnk/secret", "ln_file"):
+            with pytest.raises(CodeBoxError, match="symbolic link"):
+                box.download(name)
+        for call in (lambda: box.remove("lnk/secret"),
+                     lambda: box.rename("lnk/secret", "got"),
+                     lambda: box.rename("kept", "lnk/planted"),
+                     lambda: box.make_dir("lnk/made"),
+                     lambda: box.file_info("lnk/secret")):
+            with pytest.raises(CodeBoxError, match="symbolic link"):
+                call()
+        assert box.file_info("ln_file").size != len("host secret")  # the link, not its target
+        assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+        assert (outside / "secret").read_text() == "host secret"
+        assert not {"lnk", "ln_file"} & {f.name for f in box.list_files()}
+    finally:
+        box.run("os.remove('lnk'); os.remove('ln_file'); os.remove('kept')")
+
+
+def test_partial_uploads_neither_hide_nor_limit_user_names(box):
+    names = ["x.codebox-part", "d/" + "n" * 255]
+    for name in names:
+        box.upload(name, b"mine")
+    listed = {f.name for f in box.list_files()}
+    assert set(names) <= listed
+    assert all(box.download(n).content == b"mine" for n in names)

@@ -76,6 +76,27 @@ def test_more_boxes_than_warm_kernels_all_get_their_own(first_box):
     assert len(set(kernels)) == 3 and pooled in kernels
 
 
+def test_concurrent_takes_never_fill_the_pool_past_its_size(first_box):
+    box = first_box(pool_size=1)
+    warm_kernel()
+    proc = shared_gateway._process
+    headers = {"Authorization": f"token {proc.token}"}
+
+    def take(_):
+        return httpx.post(f"{proc.url}/codebox/pool", json={}, headers=headers,
+                          trust_env=False, timeout=30).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        handed = list(pool.map(take, range(6))).count(200)
+    assert handed >= 1
+    state = pool_state()
+    assert len(state["warm"]) + state["starting"] <= 1, state
+    kernels = httpx.get(f"{proc.url}/api/kernels", headers=headers, trust_env=False).json()
+    # The box's kernel, those handed out, and at most one in the pool.
+    assert len(kernels) <= 1 + handed + 1, (handed, state, kernels)
+    assert box.run("1").content == "1"
+
+
 def test_warm_kernels_left_unused_are_shut_down(first_box):
     first_box(pool_idle_timeout=1)
     pooled = warm_kernel()

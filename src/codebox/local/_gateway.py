@@ -230,6 +230,12 @@ class SharedGateway:
         if proc is not None:
             proc.close()
 
+    def live_generation(self) -> int | None:
+        """The generation of the gateway if it runs, without waiting for the lock (a cheap
+        check for callers on an event loop); None if it is gone or being replaced."""
+        proc = self._process
+        return self._generation if proc is not None and proc.alive() else None
+
     @property
     def pid(self) -> int | None:
         proc = self._process

@@ -80,8 +80,16 @@ class KernelPool:
         task.add_done_callback(self._tasks.discard)
 
     async def start_one(self) -> None:
+        await self._launch(self._reserve())
+
+    def _reserve(self) -> _PoolEntry:
+        # Counted from now on, before its launch even begins: requests that come meanwhile
+        # must not start more kernels than the pool holds.
         entry = _PoolEntry()
         self.entries.append(entry)
+        return entry
+
+    async def _launch(self, entry: _PoolEntry) -> None:
         try:
             extra = {} if self.env is None else {"env": dict(self.env)}
             entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name, **extra)
@@ -111,7 +119,7 @@ class KernelPool:
 
     def fill(self) -> None:
         for _ in range(self.size - len(self.entries)):
-            self._spawn(self.start_one())
+            self._spawn(self._launch(self._reserve()))
 
     def take(self) -> str | None:
         kernel_id = None
@@ -247,6 +255,19 @@ def _build_app(settings: dict[str, Any]) -> Any:
         parses each message in full (a quarter of the gateway's CPU under load), to feed an
         idle culler codebox does not use."""
 
+        async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
+            # IPython kernels keep their input history in memory: the shared history file
+            # would let one box read another's code (`%history -g`), and with many kernels
+            # writing it, SQLite's "database is locked" reaches the user's output.
+            name = kwargs.get("kernel_name") or self.default_kernel_name
+            try:
+                argv = self.kernel_spec_manager.get_kernel_spec(name).argv
+            except Exception:  # noqa: BLE001 - unknown: the start reports it
+                argv = []
+            if any("ipykernel" in part for part in argv):
+                kwargs.setdefault("extra_arguments", ["--HistoryManager.hist_file=:memory:"])
+            return await super().start_kernel(*args, **kwargs)
+
         def start_watching_activity(self, kernel_id: str) -> None:
             kernel = self._kernels[kernel_id]
             kernel.reason = ""
@@ -302,6 +323,9 @@ def _build_app(settings: dict[str, Any]) -> Any:
     # A kernel that dies in its first 10 s is otherwise restarted on new ports, which
     # strands every open websocket to it: its messages go to the old ports, forever.
     config.KernelRestarter.random_ports_until_alive = False
+    # A kernel that does not exit when asked (stopped, stuck in C code) is killed after 1 s
+    # rather than 5: a run's deadline includes restarting such a kernel.
+    config.KernelManager.shutdown_wait_time = 1.0
     app = CodeBoxGatewayApp(config=config)
     app.initialize(argv=[])
     return app

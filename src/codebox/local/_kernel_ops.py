@@ -15,7 +15,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,7 +36,7 @@ from ._gateway import GatewayAddress
 from ._jupyter import Execution, Message, decode_frame
 from ._sandbox import KERNEL_NAME as SANDBOX_KERNEL
 from ._sandbox import POLICY_ENV as SANDBOX_POLICY_ENV
-from ._snippets import DATA_MSG_TYPE, snippet
+from ._snippets import DATA_MSG_TYPE, partial_name, snippet
 
 OnProgress = Callable[[int, int], Any]
 """Called with ``(done_bytes, total_bytes)`` as a transfer goes on."""
@@ -108,6 +108,25 @@ Op = Generator[Request, Any, Any]
 
 class StreamAbandoned(Exception):
     """Thrown into a streaming run whose consumer stopped reading: the run is interrupted."""
+
+
+class KernelGone(KernelDiedError):
+    """The gateway no longer has the box's kernel (deleted, culled, or the gateway restarted
+    without it): nothing will ever answer on its websocket. The box has let go of it when
+    this is raised; operations that can be repeated are, on a fresh kernel."""
+
+
+PROBE_INTERVAL = 3.0
+"""Seconds of silence from the kernel after which the box asks the gateway whether the
+kernel still exists: a deleted kernel's websocket may stay open and say nothing, forever."""
+
+MAX_MESSAGE = 10 * 1024 * 1024
+"""The largest websocket message a Jupyter server takes (tornado's default): a larger one
+closes the kernel connection."""
+
+GRACE = 5.0
+"""Seconds past a run's timeout within which the run returns, whatever the kernel does:
+the interrupt, and if it does not take, the restart, share them."""
 
 
 # -- the state of one box's kernel ---------------------------------------------------------
@@ -189,7 +208,10 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
     if st.needs_setup:
         code = snippet("setup", root=cfg.root, env=cfg.env)
-        data = yield from call(st, code, cfg.start_timeout, "set up")
+        try:
+            data = yield from call(st, code, cfg.start_timeout, "set up")
+        except KernelGone:
+            return (yield from ensure_kernel(st, cfg))
         st.root = data[0].content["root"]
         st.needs_setup = False
     st.status = "running"
@@ -258,7 +280,7 @@ def finish(st: KernelState, calls: dict[str, _Call], msg_id: str, timeout: float
     deadline = _deadline(timeout)
     ex = calls[msg_id].execution
     while not ex.done:
-        raw = yield Recv(_remaining(deadline))
+        raw = yield from _recv(st, deadline)
         if raw is None:
             yield from interrupt_quietly(st)
             raise CodeBoxTimeoutError(f"{what}: no answer from the kernel within {timeout:g} s")
@@ -300,14 +322,69 @@ def _kernel_lost(st: KernelState, how: str) -> None:
         st.kernel_id = None
 
 
-def interrupt_quietly(st: KernelState) -> Op:
+def interrupt_quietly(st: KernelState, timeout: float = 5.0) -> Op:
     """Interrupt the kernel, ignoring failures (used while unwinding)."""
     if st.kernel_id is None or st.address is None:
         return
     try:
-        yield Http(st.address, "POST", f"/api/kernels/{st.kernel_id}/interrupt", None, 5.0)
+        yield Http(st.address, "POST", f"/api/kernels/{st.kernel_id}/interrupt", None, timeout)
     except CodeBoxError:
         pass
+
+
+def _recv(st: KernelState, deadline: float | None) -> Op:
+    """The next frame from the kernel, or None once ``deadline`` passed. Each
+    `PROBE_INTERVAL` of silence, asks the gateway whether the kernel still exists.
+
+    Raises:
+        KernelGone: It does not.
+    """
+    while True:
+        left = _remaining(deadline)
+        raw = yield Recv(PROBE_INTERVAL if left is None else min(left, PROBE_INTERVAL))
+        if raw is not None or (left is not None and left <= PROBE_INTERVAL):
+            return raw
+        if (yield from _kernel_gone(st)):
+            kernel_id = st.kernel_id
+            yield from forget_kernel(st)
+            raise KernelGone(f"the kernel went away ({kernel_id} is no longer on its "
+                             "gateway: deleted, culled, or the gateway restarted); its state "
+                             "is gone, and the next call starts a new kernel")
+
+
+def _kernel_gone(st: KernelState) -> Op:
+    """Whether the gateway says the kernel is gone (unreachable counts as gone: a gateway
+    that went away took its kernels with it)."""
+    if st.kernel_id is None or st.address is None:
+        return True
+    try:
+        status, _ = yield Http(st.address, "GET", f"/api/kernels/{st.kernel_id}", None,
+                               PROBE_INTERVAL)
+    except CodeBoxConnectionError:
+        return True
+    except CodeBoxError:
+        return False  # no answer in time: busy, not known to be gone
+    return status == 404
+
+
+def forget_kernel(st: KernelState, *, lost: bool = True) -> Op:
+    """Let go of a kernel that is gone: the next operation starts a fresh one, and the next
+    run says (once, if ``lost``) that the state went with it."""
+    st.kernel_id = None
+    st.needs_setup = True
+    st.lost = lost
+    yield Disconnect()
+
+
+def _healing(st: KernelState, cfg: KernelConfig, make: Callable[[], Op]) -> Op:
+    """Carry out the op ``make()`` makes; if the kernel turns out to be gone, once more on
+    a fresh kernel (file operations and installs are safe to repeat; the box's files are
+    kept). The next run reports the lost state."""
+    try:
+        return (yield from make())
+    except KernelGone:
+        pass  # let go of already
+    return (yield from make())
 
 
 # -- the operations --------------------------------------------------------------------------
@@ -341,8 +418,12 @@ def stop(st: KernelState, cfg: KernelConfig, *, remove_root: bool) -> Op:
 
 def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None) -> Op:
     """Run user code; emit each chunk as it arrives; return the `CodeBoxOutput`."""
-    yield from ensure_kernel(st, cfg)
     msg_id, frame = st.session.execute_request(code)
+    if len(frame) > MAX_MESSAGE:
+        raise CodeBoxError(f"the code is {len(code.encode('utf-8', 'replace'))} bytes long: "
+                           f"a kernel takes messages of at most {MAX_MESSAGE} bytes; upload "
+                           "large data as a file instead")
+    yield from ensure_kernel(st, cfg)
     ex = Execution(msg_id, output_limit=cfg.output_limit)
     if not st.lost:
         try:
@@ -357,7 +438,13 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
         return ex.output(_died("the box lost its kernel (the kernel or its gateway went "
                                "away); this code did not run, and a new kernel is ready"))
     try:
-        finished = yield from _collect(ex, _deadline(timeout))
+        finished = yield from _collect(st, ex, _deadline(timeout))
+    except KernelGone:
+        st.lost = False  # said now, by this run
+        when = "while running this code" if ex.started else "before this code ran"
+        return ex.output(_died(f"the kernel went away {when} (deleted, culled, or its gateway "
+                               "restarted without it): its state is gone; the next run "
+                               "starts a new kernel"))
     except CodeBoxConnectionError as exc:
         # Find out now whether the kernel survived, so this run can say which it was.
         yield Disconnect()
@@ -393,10 +480,14 @@ def _died(value: str) -> ExecError:
     return ExecError(name="KernelDiedError", value=value)
 
 
-def _collect(ex: Execution, deadline: float | None) -> Op:
-    """Feed messages to ``ex`` until it is done (True) or the deadline passes (False)."""
+def _collect(st: KernelState, ex: Execution, deadline: float | None) -> Op:
+    """Feed messages to ``ex`` until it is done (True) or the deadline passes (False).
+
+    Raises:
+        KernelGone: The kernel went away meanwhile.
+    """
     while not ex.done:
-        raw = yield Recv(_remaining(deadline))
+        raw = yield from _recv(st, deadline)
         if raw is None:
             return False
         chunk = ex.feed(decode_frame(raw))
@@ -406,40 +497,76 @@ def _collect(ex: Execution, deadline: float | None) -> Op:
 
 
 def _time_out(st: KernelState, cfg: KernelConfig, ex: Execution, timeout: float | None) -> Op:
-    """The run took too long: interrupt it, keep its output, restart if it will not stop."""
-    yield from interrupt_quietly(st)
-    if (yield from _collect(ex, _deadline(cfg.interrupt_timeout))) and not ex.died:
+    """The run took too long: interrupt it and keep its output; if it will not stop,
+    restart the kernel; if that does not finish either, give up. All within `GRACE`."""
+    end = clock() + GRACE - 0.5  # what is left for the answer to travel
+    yield from interrupt_quietly(st, timeout=1.0)
+    try:
+        stopped = yield from _collect(st, ex, _deadline(min(cfg.interrupt_timeout, GRACE * 0.4)))
+    except KernelGone:
+        stopped = False
+    if stopped and not ex.died:
         value = f"the run exceeded its timeout of {timeout:g} s and was interrupted"
         return ex.output(ExecError(name="TimeoutError", value=value))
-    yield from restart(st, cfg)
     value = (f"the run exceeded its timeout of {timeout:g} s and did not stop when "
-             "interrupted; the kernel was restarted and its variables are gone")
+             "interrupted; ")
+    left = max(0.1, end - clock())
+    try:
+        yield from restart(st, replace(cfg, start_timeout=left), deadline=end)
+        value += "the kernel was restarted and its variables are gone"
+    except (CodeBoxError, KernelGone):
+        # The gateway goes on restarting it, or it is gone: the next call sets up again,
+        # or starts a fresh kernel.
+        st.needs_setup = True
+        yield Disconnect()
+        value += (f"the kernel did not restart within {left:.1f} s either, so codebox "
+                  "gave up waiting: the next call works on a restarted or new kernel, "
+                  "without your variables")
     return ex.output(ExecError(name="TimeoutError", value=value))
 
 
 def interrupt(st: KernelState, cfg: KernelConfig) -> Op:
     if st.kernel_id is None:
         yield from ensure_kernel(st, cfg)
-    yield from http(st, "interrupt", "POST", f"/api/kernels/{st.kernel_id}/interrupt",
-                    None, cfg.timeout)
+    try:
+        yield from http(st, "interrupt", "POST", f"/api/kernels/{st.kernel_id}/interrupt",
+                        None, cfg.timeout)
+    except (CodeBoxNotFoundError, GatewayError):
+        if not (yield from _kernel_gone(st)):
+            raise
+        yield from forget_kernel(st)  # nothing runs on a kernel that is gone
     return CodeBoxStatus(status="interrupted")
 
 
-def restart(st: KernelState, cfg: KernelConfig) -> Op:
+def restart(st: KernelState, cfg: KernelConfig, deadline: float | None = None) -> Op:
     """A real kernel restart: variables gone, files kept (the same root)."""
     yield from ensure_kernel(st, cfg)
     st.needs_setup = True
-    yield from http(st, "restart", "POST", f"/api/kernels/{st.kernel_id}/restart", {},
-                    cfg.start_timeout)
+    try:
+        yield from http(st, "restart", "POST", f"/api/kernels/{st.kernel_id}/restart", {},
+                        cfg.start_timeout)
+    except (CodeBoxNotFoundError, GatewayError):
+        # (A gateway answers 500 to the restart of a kernel it deleted.) Gone already: a
+        # fresh kernel is what a restart gives, and the caller expects the variables gone.
+        if not (yield from _kernel_gone(st)):
+            raise
+        yield from forget_kernel(st, lost=False)
     # On the old websocket the restarted kernel's IOPub may not be subscribed yet, and the
     # set-up's idle status is lost (a 60 s wait, ~1 restart in 4). A new websocket is
     # nudged by the gateway until IOPub is live.
     yield Disconnect()
+    if deadline is not None:
+        cfg = replace(cfg, start_timeout=max(0.1, deadline - clock()))
     yield from ensure_kernel(st, cfg)
     return CodeBoxStatus(status="restarted")
 
 
 def install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
+            timeout: float | None) -> Op:
+    return (yield from _healing(st, cfg, lambda: _install(st, cfg, names, timeout)))
+
+
+def _install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
             timeout: float | None) -> Op:
     for name in names:
         if not isinstance(name, str) or not name.strip() or name.startswith("-"):
@@ -460,6 +587,12 @@ def install(st: KernelState, cfg: KernelConfig, names: tuple[str, ...],
 
 def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
            timeout: float | None, on_progress: OnProgress | None = None) -> Op:
+    return (yield from _healing(st, cfg, lambda: _upload(st, cfg, file_name, content, timeout,
+                                                         on_progress)))
+
+
+def _upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
+            timeout: float | None, on_progress: OnProgress | None = None) -> Op:
     name = check_file_name(file_name)
     if isinstance(content, str):
         content = content.encode()
@@ -471,6 +604,7 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     size, step = len(data), cfg.chunk_size
     offsets = range(0, size, step) if size else [0]
     what = f"upload {name!r}"
+    part = partial_name(name.rsplit("/", 1)[-1])
     calls: dict[str, _Call] = {}
     sizes: dict[str, int] = {}
     done = 0
@@ -488,7 +622,7 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
     try:
         # Two chunks in flight: the next one travels while the kernel writes this one.
         for offset in offsets:
-            code = snippet("write", root=st.root, name=name, first=offset == 0,
+            code = snippet("write", root=st.root, name=name, part=part, first=offset == 0,
                            last=offset + step >= size)
             chunk = data[offset:offset + step]
             sizes[(yield from submit(st, calls, code, (chunk,) if size else ()))] = len(chunk)
@@ -497,16 +631,24 @@ def upload(st: KernelState, cfg: KernelConfig, file_name: str, content: Any,
         while calls:
             yield from written()
     except BaseException:
-        try:
-            yield from call(st, snippet("abort_write", root=st.root, name=name), 5.0, "clean up")
-        except CodeBoxError:
-            pass
+        if st.kernel_id is not None:  # (a kernel that went away cleans up nothing)
+            try:
+                yield from call(st, snippet("abort_write", root=st.root, name=name, part=part),
+                                5.0, "clean up")
+            except CodeBoxError:
+                pass
         raise
     return CodeBoxFile(name=name, size=size)
 
 
 def download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None,
              on_progress: OnProgress | None = None) -> Op:
+    return (yield from _healing(st, cfg, lambda: _download(st, cfg, file_name, timeout,
+                                                           on_progress)))
+
+
+def _download(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | None,
+              on_progress: OnProgress | None = None) -> Op:
     name = check_file_name(file_name)
     yield from ensure_kernel(st, cfg)
     # BytesIO hands its buffer over in getvalue() without a copy (a bytearray would need
@@ -547,6 +689,10 @@ def read(st: KernelState, cfg: KernelConfig, file_name: str, timeout: float | No
 
 
 def list_files(st: KernelState, cfg: KernelConfig) -> Op:
+    return (yield from _healing(st, cfg, lambda: _list_files(st, cfg)))
+
+
+def _list_files(st: KernelState, cfg: KernelConfig) -> Op:
     yield from ensure_kernel(st, cfg)
     (result,) = yield from call(st, snippet("list", root=st.root), cfg.timeout, "list files")
     files = [CodeBoxFile(name=n, size=s) for n, s in result.content["files"]]
@@ -579,10 +725,10 @@ def shell(st: KernelState, cfg: KernelConfig, command: Any, *, timeout: float | 
     yield Send(frame)
     late = None if timeout is None else timeout + cfg.interrupt_timeout
     try:
-        finished = yield from _collect_command(ex, out, end, _deadline(late))
+        finished = yield from _collect_command(st, ex, out, end, _deadline(late))
         if not finished:
             yield from interrupt_quietly(st)
-            finished = yield from _collect_command(ex, out, end,
+            finished = yield from _collect_command(st, ex, out, end,
                                                    _deadline(cfg.interrupt_timeout))
     except BaseException:
         # Ctrl-C, task cancelled, stream abandoned: the interrupt ends the command.
@@ -601,12 +747,12 @@ def shell(st: KernelState, cfg: KernelConfig, command: Any, *, timeout: float | 
     return out.result(end["exit_code"], end["timed_out"])
 
 
-def _collect_command(ex: Execution, out: CommandOutput, end: dict[str, Any],
-                     deadline: float | None) -> Op:
+def _collect_command(st: KernelState, ex: Execution, out: CommandOutput,
+                     end: dict[str, Any], deadline: float | None) -> Op:
     """Take the messages of a command until its snippet is done (True) or the deadline
     passes (False): output pieces are emitted, the final data goes to ``end``."""
     while not ex.done:
-        raw = yield Recv(_remaining(deadline))
+        raw = yield from _recv(st, deadline)
         if raw is None:
             return False
         msg = decode_frame(raw)
@@ -628,6 +774,12 @@ def _collect_command(ex: Execution, out: CommandOutput, end: dict[str, Any],
 def _file_op(st: KernelState, cfg: KernelConfig, op: str, name: str, what: str,
              **args: Any) -> Op:
     """Run the file snippet ``op`` on the checked ``name``; return its answer."""
+    return (yield from _healing(st, cfg, lambda: _file_op_once(st, cfg, op, name, what,
+                                                               **args)))
+
+
+def _file_op_once(st: KernelState, cfg: KernelConfig, op: str, name: str, what: str,
+                  **args: Any) -> Op:
     yield from ensure_kernel(st, cfg)
     (result,) = yield from call(st, snippet(op, root=st.root, name=name, **args),
                                 cfg.timeout, f"{what} {name!r}")

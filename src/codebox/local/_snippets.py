@@ -9,23 +9,72 @@ Parameters are embedded as Python literals; every path is resolved under the box
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 DATA_MSG_TYPE = "codebox_data"
-PARTIAL_SUFFIX = ".codebox-part"
+PARTIAL_PREFIX = "\x7fcodebox-part-"
+"""How the names of partial uploads begin: with DEL, which no file name a user may give
+holds, so a partial file can neither hide nor overwrite a user's file, and its name has
+the same length whatever the final name's (a digest of it)."""
 
-# The common head of every snippet: `_send` answers on IOPub under the current request,
-# `_path` resolves a checked relative name under the box's root.
+
+def partial_name(leaf: str) -> str:
+    """The name of the partial upload of the file named ``leaf``, in the same directory."""
+    return PARTIAL_PREFIX + hashlib.sha256(leaf.encode("utf-8")).hexdigest()[:32]
+
+# The common head of every snippet: `_send` answers on IOPub under the current request;
+# `_dir` opens the directory of a checked relative name under the box's root, one
+# component at a time and following no symbolic link, so that a link the user's code made
+# (`lnk -> /etc`) can never lead a file operation out of the root; `_refuse_link` does the
+# same for the last component.
 _PRELUDE = """\
 def __codebox_op(args):
-    import os
+    import os, stat
     _k = get_ipython().kernel
     _parent = _k.get_parent()
     def _send(content, buffers=None):
         _k.session.send(_k.iopub_socket, MSG_TYPE, content, parent=_parent,
                         ident=b"codebox", buffers=buffers)
+    def _refuse_link(name, part, fd):
+        try:
+            st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise PermissionError(name + ": " + repr(part) + " is a symbolic link; file "
+                                  "operations do not follow symbolic links")
+        return st
     def _path(name):
+        # For path-based operations: no existing parent may be a link (missing ones are
+        # made as real directories); the last component is handled without following.
+        path = args["root"]
+        for part in name.split("/")[:-1]:
+            path = os.path.join(path, part)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(st.st_mode):
+                raise PermissionError(name + ": " + repr(part) + " is a symbolic link; file "
+                                      "operations do not follow symbolic links")
         return os.path.join(args["root"], *name.split("/"))
+    def _dir(name, create=False):
+        fd = os.open(args["root"], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in name.split("/")[:-1]:
+                if _refuse_link(name, part, fd) is None and create:
+                    try:
+                        os.mkdir(part, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 """
 
 _EPILOGUE = """
@@ -53,38 +102,65 @@ _BODIES = {
     _send({})
 """,
     "write": """\
-    path = _path(args["name"])
-    part = path + PARTIAL
-    if args["first"]:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if os.path.isdir(path):
-            raise IsADirectoryError(args["name"] + " is a directory")
+    name = args["name"]
+    leaf, part = name.split("/")[-1], args["part"]
+    d = _dir(name, create=args["first"])
     try:
-        with open(part, "wb" if args["first"] else "ab") as f:
-            for buf in _parent.get("buffers") or ():
-                f.write(buf)
-        if args["last"]:
-            os.replace(part, path)
-    except BaseException:
+        st = _refuse_link(name, leaf, d)
+        if args["first"] and st is not None and stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(name + " is a directory")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_TRUNC if args["first"] else os.O_APPEND
         try:
-            os.remove(part)
-        except OSError:
-            pass
-        raise
-    _send({"size": os.path.getsize(path if args["last"] else part)})
+            with open(os.open(part, flags, 0o666, dir_fd=d), "wb") as f:
+                for buf in _parent.get("buffers") or ():
+                    f.write(buf)
+            if args["last"]:
+                os.replace(part, leaf, src_dir_fd=d, dst_dir_fd=d)
+        except BaseException:
+            try:
+                os.remove(part, dir_fd=d)
+            except OSError:
+                pass
+            raise
+        done = os.stat(leaf if args["last"] else part, dir_fd=d, follow_symlinks=False)
+    finally:
+        os.close(d)
+    _send({"size": done.st_size})
 """,
     "abort_write": """\
     try:
-        os.remove(_path(args["name"]) + PARTIAL)
+        d = _dir(args["name"])
     except OSError:
-        pass
+        d = None
+    if d is not None:
+        try:
+            os.remove(args["part"], dir_fd=d)
+        except OSError:
+            pass
+        finally:
+            os.close(d)
     _send({})
 """,
     "read": """\
-    path = _path(args["name"])
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        _send({"size": size})
+    name = args["name"]
+    d = _dir(name)
+    try:
+        leaf = name.split("/")[-1]
+        _refuse_link(name, leaf, d)
+        # O_NONBLOCK: a FIFO must not hang the kernel; it is refused below.
+        fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=d)
+    finally:
+        os.close(d)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(name + " is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise PermissionError(name + " is not a regular file")
+        os.set_blocking(fd, True)
+        _send({"size": st.st_size})
         while True:
             buf = f.read(args["chunk_size"])
             if not buf:
@@ -98,14 +174,15 @@ _BODIES = {
     for top, dirs, names in os.walk(root):
         dirs.sort()
         for n in names:
-            if n.endswith(PARTIAL):
+            if n.startswith(PARTIAL):
                 continue
             full = os.path.join(top, n)
             try:
-                size = os.path.getsize(full)
+                st = os.lstat(full)
             except OSError:
                 continue
-            files.append([os.path.relpath(full, root).replace(os.sep, "/"), size])
+            if stat.S_ISREG(st.st_mode):  # not links: they are not followed
+                files.append([os.path.relpath(full, root).replace(os.sep, "/"), st.st_size])
     _send({"files": files})
 """,
     "install": """\
@@ -246,7 +323,7 @@ _BODIES = {
 _INFO = """\
     def _info(path):
         import stat
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=False)  # a link's target may be outside
         is_dir = stat.S_ISDIR(st.st_mode)
         return {"size": None if is_dir else st.st_size, "is_dir": is_dir,
                 "modified": st.st_mtime}
@@ -258,7 +335,7 @@ def snippet(op: str, **args: Any) -> str:
     """The code of kernel operation ``op`` with its arguments."""
     body = (_INFO if op in _DESCRIBING else "") + _BODIES[op]
     code = _PRELUDE + body + _EPILOGUE
-    code = code.replace("PARTIAL", repr(PARTIAL_SUFFIX)).replace("MSG_TYPE", repr(DATA_MSG_TYPE))
+    code = code.replace("PARTIAL", repr(PARTIAL_PREFIX)).replace("MSG_TYPE", repr(DATA_MSG_TYPE))
     # As one string literal the code passes IPython's cell transformations in one token
     # (~0.4 ms instead of ~7 ms for the longer snippets); the kernel compiles each snippet
     # once (kept on the kernel object, not in the user's namespace) and runs it in globals

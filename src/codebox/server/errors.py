@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from ..errors import (
     CodeBoxAuthError,
@@ -39,6 +43,36 @@ INFRASTRUCTURE_ERRORS = (KernelDiedError, CodeBoxConnectionError, GatewayError)
 """Failures that may mean the gateway died under the operation."""
 
 
+class ErrorResponse(JSONResponse):
+    """``{"detail": ...}`` as ASCII JSON: a detail that quotes the request (a lone surrogate,
+    ...) must not fail to encode and turn a client's error into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {
+        "description": "Why: a sentence, or (a request that failed validation) the problems.",
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {
+            "type": "object",
+            "required": ["loc", "msg", "type"],
+            "properties": {
+                "loc": {"type": "array", "items": {"anyOf": [{"type": "string"},
+                                                             {"type": "integer"}]}},
+                "msg": {"type": "string"},
+                "type": {"type": "string"},
+            },
+        }}],
+    }},
+}
+"""The JSON schema of every error body, for the OpenAPI document."""
+
+
 def status_for(exc: CodeBoxError) -> int:
     """The HTTP status of a `CodeBoxError`; 400 for a failure of the request's own doing
     (a failed install, an upload over a directory, ...)."""
@@ -52,4 +86,21 @@ async def codebox_error_handler(request: Request, exc: Exception) -> JSONRespons
     if status >= 500:
         log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     headers = {"Connection": "close"} if status == 413 else None
-    return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
+    return ErrorResponse({"detail": exc.message}, status_code=status, headers=headers)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a request that failed validation: where and why, without echoing the input
+    (a NaN or a lone surrogate in it could not be written as JSON)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"loc": [p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+               "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+              for error in exc.errors()]
+    return ErrorResponse({"detail": detail}, status_code=422)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """An `HTTPException` of an endpoint (or of routing: 404, 405) as ``{"detail": ...}``."""
+    assert isinstance(exc, HTTPException)
+    return ErrorResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                         headers=exc.headers)

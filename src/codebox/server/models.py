@@ -4,8 +4,22 @@ the OpenAPI document. Run results are `codebox.CodeBoxOutput` itself."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _well_formed(value: str) -> str:
+    # JSON's "\ud800" escapes decode to lone surrogates, which no kernel message can carry.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode: a lone surrogate at position {exc.start}") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_well_formed)]
+"""A string that can be encoded: no lone surrogates."""
 
 
 class Capabilities(BaseModel):
@@ -14,7 +28,7 @@ class Capabilities(BaseModel):
 
 
 class StartRequest(BaseModel):
-    env: dict[str, str] = Field(
+    env: dict[Text, Text] = Field(
         default_factory=dict, description="Environment variables set in the session's kernel."
     )
 
@@ -28,22 +42,34 @@ class Status(BaseModel):
 
 
 class RunRequest(BaseModel):
-    code: str = Field(description="Python source to run in the session's kernel.")
+    code: Text = Field(description="Python source to run in the session's kernel.")
     timeout: float | None = Field(
         None, gt=0, description="Seconds before the run is interrupted (at most the server's "
         "run timeout, which applies when this is absent)."
     )
 
 
+PackageName = Annotated[str, Field(pattern=r"^[^\s-]", description="A pip requirement; "
+                                   "not an option (no leading `-`)."),
+                        AfterValidator(_well_formed)]
+
+
 class InstallRequest(BaseModel):
-    package_name: str | None = Field(None, description="One package (core protocol).")
-    package_names: list[str] | None = Field(
-        None, description="Several packages; used instead of `package_name` when given."
+    # One of the two is needed (the endpoint says so too; this tells the OpenAPI document).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("package_name", "package_names")]})
+
+    package_name: PackageName | None = Field(None, description="One package (core protocol).")
+    package_names: list[PackageName] | None = Field(
+        None, min_length=1,
+        description="Several packages; used instead of `package_name` when given.",
     )
 
 
 class DownloadRequest(BaseModel):
-    file_name: str = Field(description="The file's relative path in the session.")
+    file_name: Text = Field(min_length=1, description="The file's relative path in the "
+                            "session.")
 
 
 class Uploaded(BaseModel):
@@ -68,7 +94,7 @@ class Health(BaseModel):
 
 
 class ShellRequest(BaseModel):
-    command: str | list[str] = Field(
+    command: Text | list[Text] = Field(
         description="A string run by /bin/sh -c, or a list [program, *args] run directly."
     )
     timeout: float | None = Field(
@@ -76,17 +102,20 @@ class ShellRequest(BaseModel):
         "process it started are ended (at most the server's run timeout, which applies "
         "when this is absent)."
     )
-    cwd: str | None = Field(None, description="Directory to start in, relative to the session.")
-    env: dict[str, str] | None = Field(None, description="Variables added for this command.")
+    cwd: Text | None = Field(None, description="Directory to start in, relative to the "
+                             "session.")
+    env: dict[Text, Text] | None = Field(None, description="Variables added for this command.")
 
 
 class PathRequest(BaseModel):
-    path: str = Field(description="A path relative to the session's directory.")
+    path: Text = Field(min_length=1, description="A path relative to the session's directory.")
 
 
 class RenameRequest(BaseModel):
-    source: str = Field(description="The path to move, relative to the session's directory.")
-    destination: str = Field(description="Its new path; missing parents are created.")
+    source: Text = Field(min_length=1, description="The path to move, relative to the "
+                         "session's directory.")
+    destination: Text = Field(min_length=1,
+                              description="Its new path; missing parents are created.")
 
 
 class FileInfo(BaseModel):

@@ -179,7 +179,8 @@ async def upload(session: SessionDep, request: Request) -> models.Uploaded:
 async def download(
     session: SessionDep,
     request: Request,
-    file_name: Annotated[str | None, Query(description="The file's relative path.")] = None,
+    file_name: Annotated[str | None, Query(min_length=1,
+                                           description="The file's relative path.")] = None,
     body: Annotated[models.DownloadRequest | None, Body()] = None,
 ) -> Response:
     """Read a file of the session (its name as a query parameter or in a JSON body); the
@@ -307,7 +308,8 @@ async def make_dir(body: models.PathRequest, session: SessionDep,
 async def file_info(
     session: SessionDep,
     request: Request,
-    path: Annotated[str, Query(description="A path relative to the session's directory.")],
+    path: Annotated[str, Query(min_length=1,
+                               description="A path relative to the session's directory.")],
 ) -> models.FileInfo:
     """A file's or directory's size, kind and modification time."""
     name = _file_name(path)

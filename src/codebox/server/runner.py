@@ -14,6 +14,7 @@ import uvicorn
 
 from ..local._gateway import shared_gateway
 from .app import API_PREFIX, create_app
+from .guard import guarded_protocol
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def serve(settings: ServerSettings, *, announce: Callable[[str], Any] = print) -
         app,
         log_level=settings.log_level,
         lifespan="on",
+        http=guarded_protocol(settings.client_timeout),
         # Annotated int, used as seconds by asyncio.wait_for: a float is kept as given.
         timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]
         # The announce line says where we listen; uvicorn's own lines would say it again.

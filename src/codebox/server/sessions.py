@@ -13,7 +13,6 @@ import hashlib
 import logging
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from ..errors import CodeBoxError
 from ..local import LocalBox
 from ..local._gateway import shared_gateway
 from ..settings import CodeBoxSettings
+from . import datadir
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class SessionManager:
         """Make the data directories, spawn the gateway (unless one was given), and start
         the housekeeping (culling idle sessions, watching the gateway)."""
         if self.data_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="codebox-server-"))
+            self.data_dir = await asyncio.to_thread(datadir.make_temporary)
         # Owner only, all the way: what a box leaves in its directory is nobody else's.
         for path in (self.data_dir, self.data_dir / "sessions", self.upload_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -261,6 +261,8 @@ class SessionManager:
         were on it as having lost their state."""
         if not self._holds_gateway:
             return
+        if shared_gateway.live_generation() == self._generation:
+            return  # the common case, answered without a thread
         async with self._gateway_lock:
             address = await asyncio.to_thread(shared_gateway.current, self.box_settings)
             if address.generation == self._generation:

@@ -59,6 +59,15 @@ class ServerSettings(BaseSettings):
     max_upload_size: int = Field(
         100 * 1024 * 1024, ge=0, description="Most bytes of one uploaded file (HTTP 413 past it)."
     )
+    max_request_size: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Most bytes of a JSON request body (HTTP 413 past "
+        "it, before it is read in full). The default fits the largest code a kernel accepts "
+        "(10 MiB including its envelope); uploads have `max_upload_size` instead."
+    )
+    client_timeout: float = Field(
+        20.0, gt=0, description="Most seconds a client may take to send a request's headers, "
+        "or stay silent while sending its body; past them its connection is dropped."
+    )
     run_timeout: float = Field(
         300.0, gt=0, description="Most seconds one run may take; a longer one is interrupted "
         "and answered with a `TimeoutError` result. A client's own `timeout` can only shorten it."

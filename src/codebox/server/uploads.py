@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -157,13 +158,26 @@ async def receive_upload(
             part = _FilePart(out, limit)
             parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
             received = 0
+            malformed: ParseError | None = None
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit + ENVELOPE:
                     raise UploadTooLarge(f"the upload is larger than {limit} bytes, the most "
                                          "this server accepts")
-                parser.write(chunk)
-            parser.finalize()
+                if malformed is None:
+                    try:
+                        parser.write(chunk)
+                    except ParseError as exc:
+                        # Read the rest (it is bounded) and drop it, so that the connection
+                        # can carry the client's next request.
+                        malformed = exc
+            if malformed is None:
+                try:
+                    parser.finalize()
+                except ParseError as exc:
+                    malformed = exc
+            if malformed is not None:
+                raise BadUpload(f"the body is not valid multipart/form-data: {malformed}")
         if not part.found or not part.complete:
             raise BadUpload(f"the multipart body has no complete part named {FIELD!r}")
         if not part.filename:
