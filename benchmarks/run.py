@@ -339,6 +339,53 @@ STOCK_ROUNDTRIP = textwrap.dedent("""
 """)
 
 
+def _interleaved(boxes: dict[str, Any], n: int) -> dict[str, float]:
+    """Median ms of `run("1+1")` per box, the boxes taking turns so that the load of the
+    machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in boxes}
+    for box in boxes.values():
+        box.run("1+1")
+    for _ in range(n):
+        for name, box in boxes.items():
+            t = time.perf_counter()
+            box.run("1+1")
+            samples[name].append(time.perf_counter() - t)
+    return {name: median_ms(s) for name, s in samples.items()}
+
+
+def stock_enterprise_gateway(n: int) -> list[Figure]:
+    """`LocalBox(gateway_url=...)` on a stock Enterprise Gateway, beside the spawned gateway."""
+    import tempfile
+    from pathlib import Path
+
+    from codebox import CodeBoxSettings
+    from codebox.local import _drivers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.gateways import running_gateway
+
+    settings = CodeBoxSettings(kernel_username="codebox-bench")
+    with tempfile.TemporaryDirectory() as logs, \
+            running_gateway("enterprise-gateway", Path(logs)) as eg:
+        def remote() -> LocalBox:
+            return LocalBox(gateway_url=eg.url, gateway_token=eg.token, settings=settings)
+
+        with LocalBox() as spawned, remote() as fixed:
+            ms = _interleaved({"spawned": spawned, "eg": fixed}, n)
+        quickack = _drivers._TCP_QUICKACK
+        _drivers._TCP_QUICKACK = None  # what the client did before: delayed ACKs
+        try:
+            with remote() as plain:
+                ms |= _interleaved({"plain": plain}, max(20, n // 5))
+        finally:
+            _drivers._TCP_QUICKACK = quickack
+    return [Figure('run("1+1") median through a stock Enterprise Gateway', ms["eg"],
+                   ms["spawned"], "ms", "<= 1.5x the spawned gateway",
+                   ms["eg"] <= 1.5 * ms["spawned"],
+                   f"reference: LocalBox on its spawned gateway, same run; without prompt "
+                   f"ACKs the stock gateway takes {ms['plain']:.1f} ms")]
+
+
 def _serve(*env: tuple[str, str]) -> tuple[subprocess.Popen[str], str, str]:
     """A `codebox serve` on loopback: the process, its API base URL and its key."""
     import secrets
@@ -538,6 +585,7 @@ def main() -> None:
         "transfer": lambda: transfer(100),
         "through_server": lambda: through_server(50 if args.quick else 300),
         "server_download": lambda: server_download((50, 200)),
+        "stock_enterprise_gateway": lambda: stock_enterprise_gateway(50 if args.quick else 200),
         "sandbox": lambda: sandboxed(n, 1 if args.quick else 3),
     }
     chosen = args.only.split(",") if args.only else list(groups)

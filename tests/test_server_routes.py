@@ -13,6 +13,7 @@ import pytest
 from codebox import CodeBox
 from codebox.errors import CodeBoxNotFoundError, CodeBoxServerError, KernelDiedError
 from codebox.schema import CodeBoxOutput, CodeBoxStatus, OutputChunk
+from codebox.server import store
 from codebox.server.app import API_PREFIX, create_app
 from codebox.server.sessions import Session, owner_of
 from codebox.server.settings import ServerSettings
@@ -23,6 +24,9 @@ KEY = "route-key"
 class MemoryBox:
     """The async operations the routes use, in memory: runs print ``a`` then fail (or
     succeed); files are a dict."""
+
+    kernel_id = "kernel-7"
+    working_dir = None
 
     def __init__(self) -> None:
         self.fail_with: Exception | None = None
@@ -55,11 +59,15 @@ class MemoryBox:
 
 
 @pytest.fixture
-def app_and_box():
+def app_and_box(monkeypatch):
     app = create_app(ServerSettings(api_keys=[KEY], gateway_url="http://127.0.0.1:9"))
     box = MemoryBox()
     manager = app.state.manager
-    manager._sessions[7] = Session(7, owner_of(KEY), box, None, manager.generation)
+    monkeypatch.setattr(store, "new_session_id", lambda: 7)
+    manager.store.reserve(owner_of(KEY), 1)
+    manager.store.set_kernel(7, box.kernel_id, None)
+    manager._sessions[7] = Session(7, owner_of(KEY), box, None, manager.generation,
+                                   kernel_id=box.kernel_id)
     return app, box
 
 

@@ -41,6 +41,20 @@ class CodeBoxSettings(BaseSettings):
         None, description="URL of a running Kernel Gateway or Enterprise Gateway to use."
     )
     gateway_token: str | None = Field(None, description="Auth token of that gateway.")
+    kernel_username: str | None = Field(
+        None,
+        description="`KERNEL_USERNAME` sent with each kernel start to a `gateway_url` gateway "
+        "(default: the user running codebox). Enterprise Gateway starts kernels as, and "
+        "counts them for, this user, and refuses the ones in its `unauthorized_users` "
+        "(`root` unless configured otherwise).",
+    )
+    kernel_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="More variables sent with each kernel start to a `gateway_url` gateway, "
+        "such as Enterprise Gateway's `KERNEL_NAMESPACE` or `KERNEL_IMAGE` (a JSON object in "
+        "`CODEBOX_KERNEL_ENV`). Gateways pass on `KERNEL_*` names, and others only when "
+        "their operator allows them.",
+    )
     kernel_name: str = Field("python3", description="Kernelspec of new kernels.")
     working_dir: Path | None = Field(
         None, description="Directory the kernel runs in (default: a fresh temporary one per box)."

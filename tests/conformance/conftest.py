@@ -1,10 +1,13 @@
 """The backends and flavours every conformance test runs against.
 
-A backend is a kind of box: ``local`` (`LocalBox`) or ``server`` (`CodeBox` talking to a
-real ``codebox serve`` started for this test run). A flavour is how the test drives it:
-``sync`` methods, or their ``async`` twins on an event loop. Each test is written once and
-runs in all four combinations; a difference between them is a bug to fix, never a case to
-parametrise.
+A backend is a kind of box: ``local`` (`LocalBox` on the gateway it spawns), ``kg`` and
+``eg`` (`LocalBox(gateway_url=...)` on a stock Jupyter Kernel Gateway and a stock Enterprise
+Gateway), ``server`` (`CodeBox` talking to a real ``codebox serve`` started for this test
+run) and ``server-eg`` (the same, the server's kernels on the Enterprise Gateway). A flavour
+is how the test drives it: ``sync`` methods, or their ``async`` twins on an event loop. Each
+test is written once and runs in every combination; a difference between them is a bug to
+fix, never a case to parametrise. The stock gateways run in one flavour each (the drivers
+are the same code on every gateway), which keeps the suite's time in check.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from typing import Any
 
 import pytest
 
-from codebox import CodeBox, LocalBox
+from codebox import CodeBox, CodeBoxSettings, LocalBox
 from tests.flavour import Flavour
+from tests.gateways import running_gateway
 from tests.server.harness import running_server
 
 SERVER_KEY = "conformance-key"
-COMBINATIONS = [("local", "sync"), ("local", "async"), ("server", "sync"), ("server", "async")]
+# Enterprise Gateway refuses kernels for root, which the tests may run as.
+KERNEL_USER = "codebox-tests"
+COMBINATIONS = [
+    ("local", "sync"), ("local", "async"), ("server", "sync"), ("server", "async"),
+    ("kg", "sync"), ("eg", "async"), ("server-eg", "sync"),
+]
 IDS = [f"{backend}-{flavour}" for backend, flavour in COMBINATIONS]
-
-
-
 
 
 @pytest.fixture(scope="package")
@@ -36,11 +42,40 @@ def codebox_server(tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="package")
+def kernel_gateway(tmp_path_factory):
+    """A stock Jupyter Kernel Gateway."""
+    with running_gateway("kernel-gateway", tmp_path_factory.mktemp("kg")) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="package")
+def enterprise_gateway(tmp_path_factory):
+    """A stock Jupyter Enterprise Gateway (in its own venv, built once and cached)."""
+    with running_gateway("enterprise-gateway", tmp_path_factory.mktemp("eg")) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="package")
+def eg_server(tmp_path_factory, enterprise_gateway):
+    """``codebox serve --gateway-url`` on the Enterprise Gateway."""
+    env = {"CODEBOX_SERVER_API_KEYS": SERVER_KEY, "CODEBOX_KERNEL_USERNAME": KERNEL_USER,
+           "CODEBOX_SERVER_GATEWAY_TOKEN": enterprise_gateway.token}
+    with running_server(tmp_path_factory, "--gateway-url", enterprise_gateway.url,
+                        env=env) as srv:
+        yield srv
+
+
 def new_box(backend: str, request: pytest.FixtureRequest, **options: Any) -> Any:
     """A box of ``backend``, not started; ``options`` are those both boxes take (``env``)."""
     if backend == "local":
         return LocalBox(**options)
-    server = request.getfixturevalue("codebox_server")
+    if backend in ("kg", "eg"):
+        fixture = "kernel_gateway" if backend == "kg" else "enterprise_gateway"
+        gateway = request.getfixturevalue(fixture)
+        return LocalBox(gateway_url=gateway.url, gateway_token=gateway.token,
+                        settings=CodeBoxSettings(kernel_username=KERNEL_USER), **options)
+    server = request.getfixturevalue("eg_server" if backend == "server-eg" else "codebox_server")
     return CodeBox(api_key=SERVER_KEY, base_url=server.base_url, **options)
 
 

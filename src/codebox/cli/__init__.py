@@ -37,6 +37,10 @@ def main() -> None:
               help="Use this running Kernel Gateway or Enterprise Gateway instead of "
               "spawning one.")
 @click.option("--gateway-token", metavar="TOKEN", help="Auth token of that gateway.")
+@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Directory for the sessions' files and records. With --gateway-url the "
+              "sessions are kept there (SQLite): they survive a restart, and every server "
+              "on the directory serves them.  [default: a temporary one]")
 @click.option("--max-sessions-per-key", type=int, help="Most sessions per API key.  [default: 10]")
 @click.option("--max-upload-size", type=int, metavar="BYTES",
               help="Largest file an upload may carry.  [default: 100 MiB]")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import getpass
 import logging
 import os
 import shutil
@@ -52,6 +53,13 @@ def _acquire(driver: AsyncDriver, seconds: float) -> bool:
         if future.cancel():
             return False
         return future.result()  # it was acquired meanwhile: keep it
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name, as in some containers
+        return "codebox"
 
 
 class LocalBox(BaseBox):
@@ -192,8 +200,22 @@ class LocalBox(BaseBox):
             output_limit=s.output_limit,
             chunk_size=s.chunk_size,
             env=self._env,
+            gateway_env=self._gateway_env(),
             sandbox=self._policy(),
         )
+
+    def _gateway_env(self) -> dict[str, str] | None:
+        """What a kernel start tells a gateway given by URL: the box's ``env`` (set in the
+        kernel at start in any case; a gateway passes it on where its operator allows), who
+        the kernel is for (Enterprise Gateway needs ``KERNEL_USERNAME``) and the
+        deployment's ``KERNEL_*``. ``KERNEL_*`` names come from the settings only: on
+        Enterprise Gateway they choose the kernel's user, image, namespace, uid — the
+        deployment's choices, never a caller's (``codebox serve`` passes clients' ``env``)."""
+        if self._gateway_url is None:
+            return None  # the spawned gateway: the kernel inherits our environment
+        s = self.settings
+        own = {k: v for k, v in self._env.items() if not k.startswith("KERNEL_")}
+        return {**own, **s.kernel_env, "KERNEL_USERNAME": s.kernel_username or _os_user()}
 
     def _use_sync(self) -> SyncDriver:
         if self._async is not None and self._async.connected:
@@ -315,6 +337,23 @@ class LocalBox(BaseBox):
         self._sync.drop_connection()
         if self._async is not None:
             self._async.abort()
+
+    def _adopt(self, kernel_id: str, root: str | None) -> None:
+        """Take over a kernel already set up on the box's gateway (given by URL) — one a
+        box of an earlier process started. A kernel that is gone by then is replaced on
+        first use, and the next run says its state was lost."""
+        if self._gateway_url is None:
+            raise CodeBoxError("only a box on a gateway given by URL can take over a kernel")
+        st = self._state
+        st.address = self._gateway_address()
+        st.kernel_id, st.root, st.needs_setup, st.status = kernel_id, root, False, "running"
+
+    async def _adetach(self) -> None:
+        """Close the box's connections and forget its kernel, which keeps running."""
+        if self._async is not None:
+            await self._async.close()
+        self._sync.close()
+        self._state = ops.KernelState()
 
     def status(self) -> CodeBoxStatus:
         return ops.status(self._state)

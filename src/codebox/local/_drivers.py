@@ -6,6 +6,7 @@ here, in one place, and throw it into the operation at the request that failed."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -49,6 +50,43 @@ GatewaySource = Callable[[], GatewayAddress]
 _SYNC_CONNECT_OPTIONS: dict[str, Any] = (
     {"legacy": True} if "legacy" in inspect.signature(sconnect).parameters else {}
 )
+
+
+# Linux only; elsewhere the stock gateways' ~40 ms per execution stays (see `_ack_now`).
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _ack_now(sock: Any) -> None:
+    """Acknowledge what has arrived on ``sock`` at once, and the next segment on arrival.
+
+    Stock gateways (Kernel Gateway, Enterprise Gateway) never set TCP_NODELAY on the kernel
+    websocket, so Nagle's algorithm holds each small frame of theirs until the previous one
+    is acknowledged, while Linux delays that ACK by up to 40 ms: ~40 ms per execution. A
+    client cannot change the server's socket, but it can stop delaying its ACKs. Linux
+    drops TCP_QUICKACK again on its own, so it is re-armed around every read.
+    """
+    if _TCP_QUICKACK is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
+
+class _QuickAckSocket(socket.socket):
+    """A socket that acknowledges promptly (`_ack_now`) around every read websockets'
+    reader thread makes."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        _ack_now(self)
+        data = super().recv(bufsize, flags)
+        _ack_now(self)
+        return data
+
+
+class _QuickAckConnection(AsyncConnection):
+    """The asyncio websocket, acknowledging promptly (`_ack_now`) after every read."""
+
+    def data_received(self, data: bytes) -> None:
+        _ack_now(self.transport.get_extra_info("socket"))
+        super().data_received(data)
 
 
 class Done:
@@ -230,8 +268,14 @@ class SyncDriver:
                 (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)),
                 timeout=req.timeout,
             )
-            # Small frames must not wait for delayed ACKs: ~40 ms per execution otherwise.
+            # Small frames must not wait for delayed ACKs, ours (~40 ms per execution
+            # otherwise) nor the gateway's.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if _TCP_QUICKACK is not None and parts.scheme == "ws":
+                # TLS reads bypass a socket subclass: there the gateway's frames may wait.
+                timeout = sock.gettimeout()  # the fd stays non-blocking: keep its timeout
+                sock = _QuickAckSocket(fileno=sock.detach())
+                sock.settimeout(timeout)
             options = {**_ws_options(req.address), **_SYNC_CONNECT_OPTIONS}
             ws = sconnect(url, sock=sock, open_timeout=req.timeout, **options)
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
@@ -400,6 +444,7 @@ class AsyncDriver:
             ws = await aconnect(
                 _ws_url(req.address, req.kernel_id),
                 open_timeout=req.timeout,
+                create_connection=_QuickAckConnection,
                 **_ws_options(req.address),
             )
         except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,

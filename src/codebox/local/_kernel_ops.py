@@ -144,6 +144,9 @@ class KernelConfig:
     output_limit: int | None = None
     chunk_size: int = 8 * 1024 * 1024
     env: dict[str, str] = field(default_factory=dict)  # set in the kernel at every setup
+    # Sent as the kernel start's "env": gateways then replace the kernel's environment with
+    # theirs plus these (KERNEL_* names and what the operator allows), so None sends none.
+    gateway_env: dict[str, str] | None = None
     sandbox: dict[str, Any] | None = None  # the policy of a sandboxed kernel (see _sandbox)
 
 
@@ -207,7 +210,9 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         st.needs_setup = True
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
     if st.needs_setup:
-        code = snippet("setup", root=cfg.root, env=cfg.env)
+        # A kernel restarted or replaced keeps the box's root, even one the kernel made.
+        root = cfg.root if cfg.root is not None else st.root
+        code = snippet("setup", root=root, env=cfg.env)
         try:
             data = yield from call(st, code, cfg.start_timeout, "set up")
         except KernelGone:
@@ -229,11 +234,16 @@ def _pooled_kernel(st: KernelState, cfg: KernelConfig) -> Op:
 
 def _kernel_request(cfg: KernelConfig) -> dict[str, Any]:
     """The body of ``POST /api/kernels``: a sandbox is the ``codebox-sandbox`` kernelspec,
-    its policy in the env (gateways pass ``KERNEL_*`` variables to the provisioner)."""
+    its policy in the env (gateways pass ``KERNEL_*`` variables to the provisioner); a
+    gateway given by URL also gets `KernelConfig.gateway_env`."""
     if cfg.sandbox is None:
-        return {"name": cfg.kernel_name}
+        request: dict[str, Any] = {"name": cfg.kernel_name}
+        if cfg.gateway_env is not None:
+            request["env"] = cfg.gateway_env
+        return request
     policy = json.dumps(cfg.sandbox, sort_keys=True)
-    return {"name": SANDBOX_KERNEL, "env": {SANDBOX_POLICY_ENV: policy}}
+    return {"name": SANDBOX_KERNEL,
+            "env": {**(cfg.gateway_env or {}), SANDBOX_POLICY_ENV: policy}}
 
 
 def call(st: KernelState, code: str, timeout: float | None, what: str,
@@ -401,6 +411,8 @@ def stop(st: KernelState, cfg: KernelConfig, *, remove_root: bool) -> Op:
     if st.kernel_id is not None and st.address is not None:
         if remove_root and st.root is not None and not st.needs_setup:
             try:
+                # The box may hold no connection (one that took over a running kernel).
+                yield Connect(st.address, st.kernel_id, 5.0)
                 yield from call(st, snippet("cleanup", root=st.root), 5.0, "clean up")
             except CodeBoxError:
                 pass

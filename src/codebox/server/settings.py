@@ -81,8 +81,10 @@ class ServerSettings(BaseSettings):
         10.0, gt=0, description="Seconds open requests get to finish when the server stops."
     )
     data_dir: Path | None = Field(
-        None, description="Directory for the sessions' files and upload spools (default: a "
-        "fresh temporary directory, removed when the server stops)."
+        None, description="Directory for the sessions' files, upload spools and, with "
+        "`gateway_url`, the sessions themselves (`sessions.sqlite3`: they survive a restart "
+        "and are shared by every server on the directory). Default: a fresh temporary "
+        "directory, removed when the server stops."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     api_key_file: Path | None = Field(
