@@ -27,7 +27,13 @@ def _pairs(argv, flag):
 
 def test_the_command_line_shares_nothing_it_does_not_name():
     argv = _argv()
-    assert argv[:3] == ["/usr/bin/bwrap", "--unshare-all", "--die-with-parent"]
+    assert argv[:4] == ["/usr/bin/bwrap", "--unshare-all", "--unshare-user", "--disable-userns"]
+    # Read-only but for the sized tmpfs and the bound dirs; / goes read-only last of all.
+    assert _pairs(argv, "--remount-ro") == ["/dev", "/"]
+    assert argv.index("--remount-ro", argv.index("/box/ipc")) > argv.index("/rt/kernel-1.json")
+    assert _pairs(argv, "--tmpfs") == ["/dev/shm", "/tmp"] and _pairs(argv, "--size") == [
+        str(2048 * 1024 * 1024)] * 2
+    assert "/proc/sys" in _pairs(argv, "--ro-bind-try")
     assert "--share-net" not in argv and "--clearenv" in argv
     assert set(_pairs(argv, "--bind")) == {"/box/work", "/box/home", "/box/ipc"}
     ro = _pairs(argv, "--ro-bind") + _pairs(argv, "--ro-bind-try")

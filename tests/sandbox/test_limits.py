@@ -61,6 +61,83 @@ print(len(threads) < 40, error, len(children) < 40, type(fork_error).__name__)
     _usable(small_box)
 
 
+LIFT = """
+import ctypes, os
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWCGROUP = 0x10000000, 0x00020000, 0x02000000
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:  # in a nested user namespace: mount the box's own cgroup, raise its limit
+    os.close(r)
+    report = []
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP) != 0:
+        report.append('NO-NAMESPACE')
+    else:
+        for controller, files in {files!r}.items():
+            target = '/tmp/cg-' + controller
+            os.makedirs(target, exist_ok=True)
+            if libc.mount(b'none', target.encode(), b'cgroup', 0, controller.encode()) != 0:
+                report.append('NO-MOUNT ' + controller)
+                continue
+            for name, value in files:
+                try:
+                    with open(os.path.join(target, name), 'w') as f:
+                        f.write(value)
+                    if open(os.path.join(target, name)).read().strip() == value:
+                        report.append('LIFTED ' + name)
+                except OSError as e:
+                    report.append('DENIED ' + name + ' ' + type(e).__name__)
+    os.write(w, repr(report).encode())
+    os._exit(0)
+os.close(w)
+report = os.read(r, 65536).decode()
+os.waitpid(pid, 0)
+print(report)
+"""
+
+
+def test_the_limits_cannot_be_lifted_from_inside(small_box):
+    big = str(4 * 1024**3)
+    out = probe(small_box, LIFT.format(files={
+        "pids": [("pids.max", "max")],
+        "memory": [("memory.memsw.limit_in_bytes", big), ("memory.limit_in_bytes", big)]}))
+    assert "LIFTED" not in out, out
+    test_processes_past_the_limit_cannot_start(small_box)
+
+
+FILL = """
+import os, errno
+MIB = 1024 * 1024
+for directory in {dirs!r}:
+    written, outcome = 0, 'FULL-WRITTEN'
+    try:
+        for i in range(3):  # 3 files of 6 MiB: each under the limit of 16 MiB, not together
+            with open(os.path.join(directory, f'fill-{{i}}'), 'wb') as f:
+                for _ in range(6):
+                    f.write(b'x' * MIB)
+                    written += 1
+    except OSError as e:
+        outcome = errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        for i in range(3):
+            try:
+                os.remove(os.path.join(directory, f'fill-{{i}}'))
+            except OSError:
+                pass
+    print(directory, written, outcome)
+"""
+
+
+def test_no_filesystem_but_the_working_dir_holds_more_than_disk_mb(small_box):
+    # tmpfs is RAM: one unsized (bwrap's root and /dev are half the RAM) would let a box
+    # without a memory cgroup fill the host's memory.
+    out = probe(small_box, FILL.format(dirs=["/", "/var/tmp", "/dev", "/dev/shm", "/tmp",
+                                             "/root", "/etc"]))
+    for line in out.splitlines():
+        _directory, written, outcome = line.split()
+        assert outcome != "FULL-WRITTEN" and int(written) <= 16, out
+    _usable(small_box)
+
 def test_disk_past_the_limit_fails_writes_and_uploads(small_box):
     out = small_box.run("open('big.bin', 'wb').write(b'x' * 17 * 1024 * 1024)", timeout=60)
     assert out.error is not None and out.error.name == "OSError", out.error
@@ -121,3 +198,4 @@ def test_the_sandbox_dies_with_its_gateway():
         wait_until(lambda: not alive(kernel), timeout=15)
     finally:
         box.stop()
+

@@ -12,8 +12,12 @@ bound in).
 
 Each kernel gets a directory of its own (``<runtime dir>/codebox-boxes/<kernel id>``, mode
 0700): ``work`` (its working directory, unless the policy names one), ``home`` (``HOME``,
-with ``site``, where `install` puts packages) and ``ipc`` (the ZMQ sockets: the kernel and
-the gateway talk over unix sockets there, never over the host's network). The connection
+with ``site``, where `install` puts packages), ``ipc`` (where the kernel binds its ZMQ unix
+sockets: the kernel and the gateway never talk over the host's network) and ``gw``,
+which the box never sees: the gateway connects there, to hard links of the kernel's sockets
+made once each is bound. The box can rename or replace anything in ``ipc``, so the gateway
+never resolves a name there (a symlink planted in place of a socket would make it connect,
+as the host's user, to any socket of the host). The connection
 file is bound in read-only by itself; the rest of the gateway's runtime directory — other
 kernels' connection files, the cookie secret — does not exist inside. A restart keeps the
 directory; shutting the kernel down removes it.
@@ -21,9 +25,12 @@ directory; shutting the kernel down removes it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,8 @@ class SandboxProvisioner(LocalProvisioner):
     _box_dir: Path | None = None
     _cgroups: _sandbox.Cgroups | None = None
     _launches = 0
+    _linker: asyncio.Future[None] | None = None
+    _sockets: tuple[tuple[str, str], ...] = ()
 
     def _policy_from(self, env: dict[str, str]) -> dict[str, Any]:
         base = _sandbox.normalize(self.policy)
@@ -78,10 +87,14 @@ class SandboxProvisioner(LocalProvisioner):
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._box_dir = base / str(self.kernel_id)
             self._box_dir.mkdir(mode=0o700, exist_ok=True)
-        dirs = {name: str(self._box_dir / name) for name in ("work", "home", "ipc")}
+        dirs = {name: str(self._box_dir / name) for name in ("work", "home", "ipc", "gw")}
         if policy.get("work_dir"):
             dirs["work"] = os.path.realpath(policy["work_dir"])
         dirs["site"] = os.path.join(dirs["home"], "site")
+        # Afresh at each launch (the previous sandbox is dead by now): nothing the box left
+        # in its ipc dir survives into the next kernel's.
+        for name in ("ipc", "gw"):
+            shutil.rmtree(dirs[name], ignore_errors=True)
         for path in dirs.values():
             os.makedirs(path, mode=0o700, exist_ok=True)
         return dirs
@@ -100,18 +113,34 @@ class SandboxProvisioner(LocalProvisioner):
         assert km is not None  # a provisioner always belongs to a kernel manager
         # ZMQ over unix sockets in the kernel's own directory: no shared network needed.
         km.transport = "ipc"
-        km.ip = os.path.join(dirs["ipc"], "k")
+        km.ip = os.path.join(dirs["gw"], "k")
         km.cache_ports = False
         kwargs = await super().pre_launch(**kwargs)
+        # The kernel binds in ipc; the gateway (km.ip) connects in gw. The kernel's
+        # connection file is a copy saying so, bound in where the gateway's is.
+        bound = os.path.join(dirs["ipc"], "k")
+        info = json.loads(Path(km.connection_file).read_text())
+        assert self._box_dir is not None
+        kernel_file = self._box_dir / "connection.json"
+        kernel_file.write_text(json.dumps({**info, "ip": bound}, indent=1))
+        self._sockets = tuple((f"{bound}-{port}", f"{km.ip}-{port}") for port in (
+            km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port))
         inside = _sandbox.kernel_env(policy, home=dirs["home"], site=dirs["site"], extra={
             "CODEBOX_WORK_DIR": dirs["work"]}, python_bin=os.path.dirname(kwargs["cmd"][0]))
+        seccomp = _sandbox.seccomp_filter()
         argv = _sandbox.bwrap_argv(
             bwrap, policy, kernel_argv=kwargs["cmd"], work_dir=dirs["work"],
             home=dirs["home"], ipc_dir=dirs["ipc"], connection_file=km.connection_file,
-            env=inside)
+            connection_source=str(kernel_file), env=inside,
+            seccomp_fd=3 if seccomp is not None else None)
         self._launches += 1
         self._cgroups = _sandbox.Cgroups(f"codebox-{self.kernel_id}-{self._launches}", policy)
         kwargs["cmd"] = self._cgroups.wrap(argv)
+        if seccomp is not None:  # bwrap reads the filter from fd 3, opened by a shell
+            filter_file = self._box_dir / "seccomp.bpf"
+            filter_file.write_bytes(seccomp)
+            kwargs["cmd"] = ["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(filter_file),
+                             *kwargs["cmd"]]
         # Not even bwrap gets the gateway's environment: its first child is the sandbox's
         # pid 1, whose /proc/1/environ the kernel can read.
         kwargs["env"] = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -119,7 +148,34 @@ class SandboxProvisioner(LocalProvisioner):
         self.log.debug("codebox sandbox for kernel %s: %s", self.kernel_id, kwargs["cmd"])
         return kwargs
 
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        info = await super().launch_kernel(cmd, **kwargs)
+        self._linker = asyncio.ensure_future(self._link_sockets(list(self._sockets)))
+        return info
+
+    async def _link_sockets(self, pairs: list[tuple[str, str]], deadline: float = 120) -> None:
+        """Hard-link each socket the kernel binds in ``ipc`` into ``gw`` (ZMQ retries
+        its connects until they appear). Only a socket is linked, never what a symlink
+        names: the link is checked where the box cannot change it."""
+        end = time.monotonic() + deadline
+        while pairs and time.monotonic() < end:
+            for inside, outside in list(pairs):
+                try:
+                    if not stat.S_ISSOCK(os.lstat(inside).st_mode):
+                        continue
+                    os.link(inside, outside, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISSOCK(os.lstat(outside).st_mode):
+                    pairs.remove((inside, outside))
+                else:  # replaced between the check and the link
+                    os.unlink(outside)
+            await asyncio.sleep(0.02)
+
     async def cleanup(self, restart: bool = False) -> None:
+        if self._linker is not None:
+            self._linker.cancel()
+            self._linker = None
         await super().cleanup(restart=restart)
         if self._cgroups is not None:
             self._cgroups.kill_all()

@@ -55,6 +55,10 @@ _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "pki
         "matplotlibrc", "debian_version")
 _NETWORK_ETC = ("resolv.conf", "hosts", "host.conf")
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt/conda")
+# Writable entries of /proc that are not a process's own: the host's kernel settings.
+_PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/mtrr", "/proc/pressure",
+                   "/proc/acpi", "/proc/fs", "/proc/driver", "/proc/tty", "/proc/irq",
+                   "/proc/bus")
 _LANG = "C.UTF-8"
 
 
@@ -126,7 +130,8 @@ def find_bwrap() -> str:
 def _probe(bwrap: str) -> str | None:
     try:
         proc = subprocess.run(
-            [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc",
+            [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+             "--ro-bind", "/", "/", "--proc",
              "/proc", "--dev", "/dev", "true"],
             capture_output=True, text=True, timeout=30, check=False,
         )
@@ -227,10 +232,15 @@ def bwrap_argv(
     connection_file: str,
     env: Mapping[str, str],
     python: list[str] | None = None,
+    connection_source: str | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
-    """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes."""
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--hostname", "codebox", "--clearenv"]
+    """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes (the
+    connection file inside is ``connection_source``, else the host's own)."""
+    # --disable-userns: no user namespace of its own inside (one would give the box full
+    # capabilities there: mount its own cgroup, lift its limits, mount tmpfs of any size).
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--hostname", "codebox", "--clearenv"]
     if policy["network"]:
         argv.append("--share-net")
     for path in _SYSTEM:
@@ -243,18 +253,28 @@ def bwrap_argv(
         path = f"/etc/{name}"
         if os.path.lexists(path):
             argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    if policy["disk_mb"]:
-        argv += ["--size", str(policy["disk_mb"] * 1024 * 1024)]
-    argv += ["--tmpfs", "/tmp", "--dir", "/var/tmp"]
+    # A private /proc, but its kernel settings read-only: bwrap covers /proc/sys only where
+    # it finds it writable beforehand, and a box mapped to host root could write the host's.
+    argv += ["--proc", "/proc"]
+    for path in _PROC_READ_ONLY:
+        argv += ["--ro-bind-try", path, path]
+    # Writable filesystems are the sized tmpfs /tmp and /dev/shm only (plus the bound
+    # directories): bwrap's root and /dev are tmpfs of half the RAM, so they go read-only.
+    size = ["--size", str(policy["disk_mb"] * 1024 * 1024)] if policy["disk_mb"] else []
+    argv += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+             *size, "--tmpfs", "/tmp", "--symlink", "/tmp", "/var/tmp"]
     for path in [*(python if python is not None else python_paths()),
                  *policy.get("read_only_paths", ())]:
         argv += ["--ro-bind-try", path, path]
     for path in (work_dir, home, ipc_dir):
         argv += ["--bind", path, path]
-    argv += ["--ro-bind", connection_file, connection_file, "--chdir", work_dir]
+    argv += ["--ro-bind", connection_source or connection_file, connection_file,
+             "--remount-ro", "/",
+             "--chdir", work_dir]
     for key, value in env.items():
         argv += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--", *_limited(policy, kernel_argv)]
 
 
@@ -271,6 +291,55 @@ def _limited(policy: Mapping[str, Any], argv: list[str]) -> list[str]:
             " r.setrlimit(getattr(r,'RLIMIT_'+k),(v,v))\n"
             "os.execv(sys.argv[1],sys.argv[1:])")
     return [argv[0], "-I", "-S", "-c", code, *argv]
+
+
+# -- seccomp ----------------------------------------------------------------------------------
+
+# x86_64 numbers of the calls that set a file's mode, and which argument is the mode.
+_MODE_ARG = {90: 1, 91: 1, 268: 2, 452: 2,  # chmod, fchmod, fchmodat, fchmodat2
+             85: 1, 2: 2, 257: 3,  # creat, open, openat
+             133: 1, 259: 2}  # mknod, mknodat
+_OPENAT2 = 437  # its mode is behind a pointer: refused (ENOSYS), libc falls back to openat
+_AUDIT_ARCH_X86_64 = 0xC000003E
+
+
+def seccomp_filter() -> bytes | None:
+    """A seccomp program (classic BPF, as ``bwrap --seccomp`` reads it) that refuses setuid
+    and setgid modes (EPERM): a sandbox whose uid is the host's root would otherwise leave
+    setuid-root files on the host. None where it is not written for this machine."""
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64" or sys.byteorder != "little":
+        return None
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|K, RET
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    prog: list[tuple[int, int, int, int]] = []
+    checks = sorted(set(_MODE_ARG.values()))
+    # Layout: arch check, nr dispatch, ALLOW, one "mode check" block per argument, DENY.
+    dispatch = [*_MODE_ARG.items(), (_OPENAT2, -1)]
+    n_dispatch = 4 + len(dispatch)  # ld arch, jeq arch, ld nr, jge x32, then one per call
+    allow_at = n_dispatch
+    block_at = {arg: allow_at + 1 + 3 * i for i, arg in enumerate(checks)}
+    enosys_at = allow_at + 1 + 3 * len(checks)
+    deny_at = enosys_at + 1
+    prog.append((ld, 0, 0, 4))
+    prog.append((jeq, 0, deny_at - 2, _AUDIT_ARCH_X86_64))
+    prog.append((ld, 0, 0, 0))
+    prog.append((jge, deny_at - 4, 0, 0x40000000))  # the x32 ABI: other numbers
+    for i, (nr, arg) in enumerate(dispatch):
+        at = 4 + i
+        target = enosys_at if arg == -1 else block_at[arg]
+        prog.append((jeq, target - at - 1, 0, nr))
+    prog.append((ret, 0, 0, allow))
+    for arg in checks:  # the low 32 bits of args[arg] (little-endian)
+        at = len(prog)
+        prog.append((ld, 0, 0, 16 + 8 * arg))
+        prog.append((jset, deny_at - at - 2, 0, 0o6000))
+        prog.append((ret, 0, 0, allow))
+    prog.append((ret, 0, 0, enosys))
+    prog.append((ret, 0, 0, eperm))
+    return b"".join(struct.pack("<HBBI", code, jt, jf, k) for code, jt, jf, k in prog)
 
 
 # -- cgroups ----------------------------------------------------------------------------------

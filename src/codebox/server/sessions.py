@@ -140,8 +140,10 @@ class SessionManager:
         the housekeeping (culling idle sessions, watching the gateway)."""
         if self.data_dir is None:
             self.data_dir = await asyncio.to_thread(datadir.make_temporary)
-        (self.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        # Owner only, all the way: what a box leaves in its directory is nobody else's.
+        for path in (self.data_dir, self.data_dir / "sessions", self.upload_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.chmod(0o700)
         if self.durable:
             self._store = SqliteSessionStore(self.data_dir / STORE_FILE)
             log.info("sessions stored in %s (%d there now)", self.data_dir / STORE_FILE,
@@ -208,7 +210,7 @@ class SessionManager:
             )
         directory = Path(record.directory) if record.directory else None
         if directory is not None:
-            directory.mkdir()
+            directory.mkdir(mode=0o700)
         session = Session(record.id, owner, self._new_box(directory, record.env), directory,
                           self._generation, busy=1)  # held: not culled while it starts
         self._sessions[session.id] = session
