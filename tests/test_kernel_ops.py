@@ -246,3 +246,28 @@ def test_a_silent_kernel_that_the_gateway_no_longer_has_ends_the_run_and_is_forg
     out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
     assert out.error.name == "KernelDiedError" and "state is gone" in out.error.value
     assert st.kernel_id is None and not st.lost  # said now; the next run starts afresh
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_silent_set_up_is_asked_again_on_a_new_connection(flavour, monkeypatch):
+    # A stock gateway that restarts a dead kernel on new ports leaves a websocket that
+    # connected meanwhile open and silent: the setup is asked again on a fresh connection.
+    class Stranded(ScriptedKernel):
+        stranded = True
+
+        def answer(self, req):
+            if isinstance(req, ops.Disconnect):
+                self.stranded = False
+            if self.stranded and isinstance(req, ops.Send):
+                self.requests.append(req)
+                return None  # swallowed by the stranded connection
+            return super().answer(req)
+
+    monkeypatch.setattr(ops, "SETUP_PATIENCE", 0.2)
+    kernel = Stranded()
+    st = ops.KernelState()
+    out = kernel.drive(ops.execute(st, CFG, "1 + 1", timeout=None), flavour=flavour)
+    assert out.error is None and st.status == "running" and not st.needs_setup
+    kinds = [type(r).__name__ for r in kernel.requests]
+    assert kinds.count("Send") == 3  # the lost setup, the setup again, the run
+    assert kinds.index("Disconnect") < len(kinds) - 1 - kinds[::-1].index("Connect")

@@ -128,6 +128,9 @@ GRACE = 5.0
 """Seconds past a run's timeout within which the run returns, whatever the kernel does:
 the interrupt, and if it does not take, the restart, share them."""
 
+SETUP_PATIENCE = 10.0
+"""Seconds of silence after which setting a kernel up is asked again on a new connection."""
+
 
 # -- the state of one box's kernel ---------------------------------------------------------
 
@@ -214,12 +217,34 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         root = cfg.root if cfg.root is not None else st.root
         code = snippet("setup", root=root, env=cfg.env)
         try:
-            data = yield from call(st, code, cfg.start_timeout, "set up")
+            data = yield from _set_up(st, cfg, code)
         except KernelGone:
             return (yield from ensure_kernel(st, cfg))
         st.root = data[0].content["root"]
         st.needs_setup = False
     st.status = "running"
+
+
+def _set_up(st: KernelState, cfg: KernelConfig, code: str) -> Op:
+    """Run the setup snippet, asking again on a fresh connection while the kernel is silent.
+
+    A stock gateway that restarts a dead kernel on new ports strands a websocket that
+    connected meanwhile: it stays open and silent. Setup is idempotent, so silence for
+    `SETUP_PATIENCE` seconds means reconnect and ask again, all within ``start_timeout``.
+    """
+    end = clock() + (cfg.start_timeout or 60.0)
+    while True:
+        wait = min(SETUP_PATIENCE, max(0.1, end - clock()))
+        try:
+            return (yield from call(st, code, wait, "set up"))
+        except CodeBoxTimeoutError as exc:
+            if clock() + 0.1 >= end:
+                raise CodeBoxTimeoutError(
+                    f"set up: no answer from the kernel within {cfg.start_timeout:g} s"
+                ) from exc
+        assert st.address is not None and st.kernel_id is not None
+        yield Disconnect()
+        yield Connect(st.address, st.kernel_id, max(0.1, end - clock()))
 
 
 def _pooled_kernel(st: KernelState, cfg: KernelConfig) -> Op:
