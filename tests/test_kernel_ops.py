@@ -271,3 +271,32 @@ def test_a_silent_set_up_is_asked_again_on_a_new_connection(flavour, monkeypatch
     kinds = [type(r).__name__ for r in kernel.requests]
     assert kinds.count("Send") == 3  # the lost setup, the setup again, the run
     assert kinds.index("Disconnect") < len(kinds) - 1 - kinds[::-1].index("Connect")
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_peer_that_resets_the_handshake_is_a_connection_error(flavour):
+    # What a box meets when another process took its dead gateway's port.
+    import socket
+    import struct
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def reset_one() -> None:
+        conn, _ = listener.accept()
+        with conn:  # reset at once, as a ZMQ socket does to a peer that speaks HTTP
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = threading.Thread(target=reset_one, daemon=True)
+    server.start()
+    req = ops.Connect(GatewayAddress(f"http://127.0.0.1:{port}", "t"), "k1", 10)
+    with listener, pytest.raises(CodeBoxConnectionError, match="cannot connect to kernel k1"):
+        if flavour == "sync":
+            SyncDriver(lambda: req.address, lambda: None)._connect(req)
+        else:
+            async def connect() -> None:
+                await AsyncDriver(lambda: req.address, lambda: None)._connect(req)
+
+            asyncio.run(connect())
+    server.join(10)

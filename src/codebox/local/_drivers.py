@@ -119,6 +119,12 @@ def _ws_options(address: GatewayAddress) -> dict[str, Any]:
     }
 
 
+# What a failed websocket handshake raises. ConnectionClosed too: a peer that is no gateway
+# (another process took a dead gateway's port) resets the connection mid-handshake.
+_HANDSHAKE_FAILURES = (OSError, websockets.InvalidHandshake, websockets.InvalidURI,
+                       websockets.ConnectionClosed)
+
+
 def _handshake_error(exc: Exception, kernel_id: str) -> CodeBoxError:
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status == 404:
@@ -278,7 +284,7 @@ class SyncDriver:
                 sock.settimeout(timeout)
             options = {**_ws_options(req.address), **_SYNC_CONNECT_OPTIONS}
             ws = sconnect(url, sock=sock, open_timeout=req.timeout, **options)
-        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        except _HANDSHAKE_FAILURES as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
         if ws.subprotocol != WS_SUBPROTOCOL:
             ws.close()
@@ -447,8 +453,7 @@ class AsyncDriver:
                 create_connection=_QuickAckConnection,
                 **_ws_options(req.address),
             )
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
-                websockets.InvalidURI) as exc:
+        except (*_HANDSHAKE_FAILURES, asyncio.TimeoutError) as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
         if ws.subprotocol != WS_SUBPROTOCOL:
             await ws.close()
