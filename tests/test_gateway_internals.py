@@ -7,6 +7,10 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from jupyter_client.multikernelmanager import MultiKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.restarter import KernelRestarter
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from kernel_gateway.gatewayapp import KernelGatewayApp
@@ -27,6 +31,11 @@ def params(func) -> list[str]:
     (KernelGatewayApp, "init_webapp", ["self"]),
     (KernelGatewayApp, "start_app", ["self"]),
     (KernelGatewayApp, "init_http_server", ["self"]),
+    # The head start (`_head_start`) hooks a kernel manager's launch and its provisioner's.
+    (MultiKernelManager, "pre_start_kernel", ["self", "kernel_name", "kwargs"]),
+    (KernelManager, "_async_launch_kernel", ["self", "kernel_cmd", "kw"]),
+    (LocalProvisioner, "launch_kernel", ["self", "cmd", "kwargs"]),
+    (KernelSpecManager, "_kernel_dirs_default", ["self"]),
 ])
 def test_overridden_methods_exist_with_their_parameters(cls, method, expected):
     assert params(getattr(cls, method)) == expected
@@ -42,6 +51,7 @@ def test_overridden_methods_exist_with_their_parameters(cls, method, expected):
     (KernelGatewayApp, "ip"),
     (JupyterWebsocketPersonality, "list_kernels"),
     (KernelRestarter, "random_ports_until_alive"),
+    (KernelGatewayApp, "kernel_spec_manager_class"),
 ])
 def test_configured_traits_exist(cls, trait):
     assert trait in cls.class_trait_names()
@@ -55,3 +65,10 @@ def test_attributes_the_overrides_touch_exist():
         assert name in source, name
     assert hasattr(TokenAuthorizationMixin, "prepare")
     assert "io_loop" in inspect.getsource(KernelGatewayApp)
+    # An adopted process is set where LocalProvisioner.launch_kernel sets its own, and the
+    # kernel manager reads the connection from what the launch returns.
+    launch = inspect.getsource(LocalProvisioner.launch_kernel)
+    for name in ("self.process", "self.pid", "self.pgid", "self.cwd", "self.connection_info"):
+        assert name in launch, name
+    assert "_reconcile_connection_info(connection_info)" in inspect.getsource(
+        KernelManager._async_launch_kernel)

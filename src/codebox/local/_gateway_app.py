@@ -19,9 +19,10 @@ Changes against a stock gateway, each for a measured reason:
 - no activity watching of kernels (see `UnwatchedKernelManager`);
 - a pool of warm kernels (``POST /codebox/pool`` hands one out and starts a replacement),
   since the gateway's own prespawned kernels are never handed out by ``POST /api/kernels``.
-  The first one is launched while the gateway is still initialising, so the first box of a
-  process does not wait for a kernel start after the gateway's. Kernels left unused in the
-  pool for ``pool_idle_timeout`` seconds are shut down; the pool dies with the gateway.
+  The first one is launched before the gateway's own imports (see `_head_start`), so the
+  first box of a process does not wait for a kernel start after the gateway's. Kernels
+  left unused in the pool for ``pool_idle_timeout`` seconds are shut down; the pool dies
+  with the gateway.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class KernelPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def start_one(self) -> None:
-        await self._launch(self._reserve())
+    async def start_one(self, kernel_id: str | None = None) -> None:
+        await self._launch(self._reserve(), kernel_id)
 
     def _reserve(self) -> _PoolEntry:
         # Counted from now on, before its launch even begins: requests that come meanwhile
@@ -94,9 +95,11 @@ class KernelPool:
         self.entries.append(entry)
         return entry
 
-    async def _launch(self, entry: _PoolEntry) -> None:
+    async def _launch(self, entry: _PoolEntry, kernel_id: str | None = None) -> None:
         try:
-            extra = {} if self.env is None else {"env": dict(self.env)}
+            extra: dict[str, Any] = {} if self.env is None else {"env": dict(self.env)}
+            if kernel_id is not None:
+                extra["kernel_id"] = kernel_id
             entry.kernel_id = await self.km.start_kernel(kernel_name=self.kernel_name, **extra)
         except Exception:  # a pool that cannot fill just hands out nothing
             self.log.exception("codebox pool: could not start a kernel")
@@ -217,7 +220,9 @@ def _unread(parts: list[Any]) -> bool:
     return kind == "status" and len(parts[1]) > 2 and b'"busy"' in bytes(parts[3])
 
 
-def _build_app(settings: dict[str, Any]) -> Any:
+def _build_app(settings: dict[str, Any], head: Any = None) -> Any:
+    """The gateway app; ``head`` is the `_head_start.HeadStart` of the first pool kernel."""
+    from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_server.services.kernels.connection.channels import (
         ZMQChannelsWebsocketConnection,
     )
@@ -227,11 +232,13 @@ def _build_app(settings: dict[str, Any]) -> Any:
     from tornado import ioloop, netutil, web
     from traitlets.config import Config
 
+    from codebox.local._head_start import IPYKERNEL_ARGUMENTS, kernel_dirs
+
     pools: Pools = None  # type: ignore[assignment]  # made with the kernel manager
 
     class PoolHandler(TokenAuthorizationMixin, web.RequestHandler):
         def get(self) -> None:
-            self.finish(pools.describe())
+            self.finish({**pools.describe(), "head_start": head and head.outcome})
 
         def post(self) -> None:
             body = json.loads(self.request.body or b"{}")
@@ -270,8 +277,14 @@ def _build_app(settings: dict[str, Any]) -> Any:
             except Exception:  # noqa: BLE001 - unknown: the start reports it
                 argv = []
             if any("ipykernel" in part for part in argv):
-                kwargs.setdefault("extra_arguments", ["--HistoryManager.hist_file=:memory:"])
+                kwargs.setdefault("extra_arguments", list(IPYKERNEL_ARGUMENTS))
             return await super().start_kernel(*args, **kwargs)
+
+        def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> Any:
+            km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
+            if head is not None and kernel_id == head.kernel_id:
+                head.arm(km)
+            return km, name, kernel_id
 
         def start_watching_activity(self, kernel_id: str) -> None:
             kernel = self._kernels[kernel_id]
@@ -279,6 +292,10 @@ def _build_app(settings: dict[str, Any]) -> Any:
             kernel.last_activity = datetime.now(timezone.utc)
             kernel.execution_state = "idle"
             kernel._activity_stream = None
+
+    class LightKernelSpecManager(KernelSpecManager):
+        def _kernel_dirs_default(self) -> list[str]:
+            return kernel_dirs()  # the same, without importing IPython
 
     class CodeBoxGatewayApp(KernelGatewayApp):
         def init_configurables(self) -> None:
@@ -291,8 +308,12 @@ def _build_app(settings: dict[str, Any]) -> Any:
             pools.first = pools.key(settings.get("kernel_name", "python3"),
                                     settings.get("sandbox"))
             if pools.size:
-                # Launch the first warm kernel now: it boots while the gateway finishes.
-                self.io_loop.run_sync(first.start_one)
+                # Start the first warm kernel now (adopting the head start's process): it
+                # boots while the gateway finishes.
+                kernel_id = head.kernel_id if head is not None else None
+                self.io_loop.run_sync(lambda: first.start_one(kernel_id))
+            if head is not None:
+                head.settle()
 
         def init_webapp(self) -> None:
             super().init_webapp()
@@ -323,6 +344,7 @@ def _build_app(settings: dict[str, Any]) -> Any:
     config.KernelGatewayApp.kernel_websocket_connection_class = NoDelayConnection
     config.KernelGatewayApp.kernel_manager_class = UnwatchedKernelManager
     config.KernelGatewayApp.log_level = "DEBUG" if settings.get("debug") else "WARN"
+    config.KernelGatewayApp.kernel_spec_manager_class = LightKernelSpecManager
     config.JupyterWebsocketPersonality.list_kernels = True
     config.ZMQChannelsWebsocketConnection.limit_rate = False
     # A kernel that dies in its first 10 s is otherwise restarted on new ports, which
@@ -369,12 +391,20 @@ def main() -> None:
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.meta_path.insert(0, _BlockSlowImports())
     _bare_packages(here)
+    from codebox.local import _head_start
+
     line = sys.stdin.buffer.readline()
     if not line:
         sys.exit("codebox gateway: no settings on stdin")
-    app = _build_app(json.loads(line))
-    threading.Thread(target=_watch_parent, args=(app,), daemon=True).start()
-    app.start()
+    settings = json.loads(line)
+    head = _head_start.launch(settings)  # first, so the kernel boots during our imports
+    try:
+        app = _build_app(settings, head)
+        threading.Thread(target=_watch_parent, args=(app,), daemon=True).start()
+        app.start()
+    finally:
+        if head is not None:
+            head.discard()
 
 
 if __name__ == "__main__":

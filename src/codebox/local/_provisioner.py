@@ -26,7 +26,6 @@ directory; shutting the kernel down removes it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import stat
@@ -40,6 +39,9 @@ from traitlets import Bool, Dict, Unicode
 from . import _sandbox
 
 NAME = _sandbox.KERNEL_NAME
+# Kernels launched before the gateway's kernel manager existed, by kernel id: the
+# provisioner of that id adopts the process (see `_head_start`).
+HEAD_STARTS: dict[str, Any] = {}
 
 
 class SandboxProvisioner(LocalProvisioner):
@@ -52,52 +54,20 @@ class SandboxProvisioner(LocalProvisioner):
 
     _box_dir: Path | None = None
     _cgroups: _sandbox.Cgroups | None = None
+    _head_start: Any = None  # the early process this launch adopts (see `_head_start`)
     _launches = 0
     _linker: asyncio.Future[None] | None = None
     _sockets: tuple[tuple[str, str], ...] = ()
 
     def _policy_from(self, env: dict[str, str]) -> dict[str, Any]:
-        base = _sandbox.normalize(self.policy)
-        raw = env.get(_sandbox.POLICY_ENV)
-        if not raw:
-            return base
-        requested = json.loads(raw)
-        if not isinstance(requested, dict):
-            raise ValueError(f"{_sandbox.POLICY_ENV} must be a JSON object")
-        policy = _sandbox.normalize({**base, **requested})
-        if not self.trusted:
-            # The kernelspec's policy is the ceiling: a request may only tighten it.
-            for key in _sandbox.PATH_FIELDS:
-                if requested.get(key):
-                    raise PermissionError(
-                        f"the {NAME} kernelspec does not take {key} from a request")
-            if policy["network"] and not base["network"]:
-                raise PermissionError(f"the {NAME} kernelspec gives no network")
-            for key in ("memory_mb", "max_processes", "disk_mb"):
-                if base[key] is not None and (policy[key] is None or policy[key] > base[key]):
-                    raise PermissionError(
-                        f"the {NAME} kernelspec allows {key} up to {base[key]}")
-        return policy
+        return _sandbox.requested_policy(self.policy, env.get(_sandbox.POLICY_ENV),
+                                         trusted=self.trusted)
 
     def _make_dirs(self, policy: dict[str, Any]) -> dict[str, str]:
         if self._box_dir is None:
-            from jupyter_core.paths import jupyter_runtime_dir
-
-            base = Path(self.base_dir or os.path.join(jupyter_runtime_dir(), "codebox-boxes"))
-            base.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._box_dir = base / str(self.kernel_id)
+            self._box_dir = _sandbox.boxes_dir(self.base_dir) / str(self.kernel_id)
             self._box_dir.mkdir(mode=0o700, exist_ok=True)
-        dirs = {name: str(self._box_dir / name) for name in ("work", "home", "ipc", "gw")}
-        if policy.get("work_dir"):
-            dirs["work"] = os.path.realpath(policy["work_dir"])
-        dirs["site"] = os.path.join(dirs["home"], "site")
-        # Afresh at each launch (the previous sandbox is dead by now): nothing the box left
-        # in its ipc dir survives into the next kernel's.
-        for name in ("ipc", "gw"):
-            shutil.rmtree(dirs[name], ignore_errors=True)
-        for path in dirs.values():
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        return dirs
+        return _sandbox.box_dirs(self._box_dir, policy)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         env = dict(kwargs.get("env") or os.environ)
@@ -108,48 +78,48 @@ class SandboxProvisioner(LocalProvisioner):
         # No probe run here (~0.1 s before the first kernel): a box checks bwrap before it
         # asks for a sandbox; elsewhere a bwrap that cannot run fails the kernel's start.
         bwrap = _sandbox.find_bwrap()
-        dirs = self._make_dirs(policy)
         km = self.parent
         assert km is not None  # a provisioner always belongs to a kernel manager
+        head = HEAD_STARTS.pop(str(self.kernel_id), None)
+        if head is not None and head.policy != policy:
+            head.give_up("the policy differs")
+            head = None
+        if head is not None:  # its directories, with the kernel's sockets, stay as they are
+            self._box_dir, dirs, info = head.take()
+            km.load_connection_info(info)  # so the connection file says the same
+        else:
+            dirs = self._make_dirs(policy)
         # ZMQ over unix sockets in the kernel's own directory: no shared network needed.
         km.transport = "ipc"
         km.ip = os.path.join(dirs["gw"], "k")
         km.cache_ports = False
         kwargs = await super().pre_launch(**kwargs)
-        # The kernel binds in ipc; the gateway (km.ip) connects in gw. The kernel's
-        # connection file is a copy saying so, bound in where the gateway's is.
-        bound = os.path.join(dirs["ipc"], "k")
-        info = json.loads(Path(km.connection_file).read_text())
-        assert self._box_dir is not None
-        kernel_file = self._box_dir / "connection.json"
-        kernel_file.write_text(json.dumps({**info, "ip": bound}, indent=1))
-        self._sockets = tuple((f"{bound}-{port}", f"{km.ip}-{port}") for port in (
-            km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port))
-        inside = _sandbox.kernel_env(policy, home=dirs["home"], site=dirs["site"], extra={
-            "CODEBOX_WORK_DIR": dirs["work"]}, python_bin=os.path.dirname(kwargs["cmd"][0]))
-        seccomp = _sandbox.seccomp_filter()
-        argv = _sandbox.bwrap_argv(
-            bwrap, policy, kernel_argv=kwargs["cmd"], work_dir=dirs["work"],
-            home=dirs["home"], ipc_dir=dirs["ipc"], connection_file=km.connection_file,
-            connection_source=str(kernel_file), env=inside,
-            seccomp_fd=3 if seccomp is not None else None)
+        if head is not None:
+            reason = head.mismatch(kwargs["cmd"], km.get_connection_info())
+            if reason is None:
+                self._head_start, launch = head, head.launch
+            else:
+                head.give_up(reason)
+                dirs = self._make_dirs(policy)
+        if self._head_start is None:
+            # The kernel binds in ipc; the gateway (km.ip) connects in gw.
+            assert self._box_dir is not None
+            launch = _sandbox.prepare_launch(
+                bwrap, policy, box_dir=self._box_dir, dirs=dirs, kernel_argv=kwargs["cmd"],
+                info=km.get_connection_info(), connection_file=km.connection_file,
+                cgroup_name=f"codebox-{self.kernel_id}-{self._launches + 1}")
         self._launches += 1
-        self._cgroups = _sandbox.Cgroups(f"codebox-{self.kernel_id}-{self._launches}", policy)
-        kwargs["cmd"] = self._cgroups.wrap(argv)
-        if seccomp is not None:  # bwrap reads the filter from fd 3, opened by a shell
-            filter_file = self._box_dir / "seccomp.bpf"
-            filter_file.write_bytes(seccomp)
-            kwargs["cmd"] = ["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(filter_file),
-                             *kwargs["cmd"]]
-        # Not even bwrap gets the gateway's environment: its first child is the sandbox's
-        # pid 1, whose /proc/1/environ the kernel can read.
-        kwargs["env"] = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        kwargs["cwd"] = str(self._box_dir)
+        self._sockets, self._cgroups = launch.sockets, launch.cgroups
+        kwargs.update(cmd=launch.cmd, env=launch.env, cwd=launch.cwd)
         self.log.debug("codebox sandbox for kernel %s: %s", self.kernel_id, kwargs["cmd"])
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        info = await super().launch_kernel(cmd, **kwargs)
+        head, self._head_start = self._head_start, None
+        if head is not None and head.adopt_into(self, cmd):
+            info = self.connection_info
+        else:
+            info = await super().launch_kernel(cmd, **kwargs)
         self._linker = asyncio.ensure_future(self._link_sockets(list(self._sockets)))
         return info
 

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,32 @@ def normalize(policy: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
         raise ValueError("sandbox read_only_paths must be a list of paths")
     return out
+
+
+def requested_policy(base: Mapping[str, Any] | None, raw: str | None, *,
+                     trusted: bool) -> dict[str, Any]:
+    """A kernel's policy: the kernelspec's ``base``, overridden field by field by ``raw``
+    (the JSON of a request's ``KERNEL_CODEBOX_SANDBOX``). Unless the kernelspec is
+    ``trusted``, ``base`` is a ceiling: a request may only tighten it (`PermissionError`)."""
+    policy = normalize(base)
+    if not raw:
+        return policy
+    requested = json.loads(raw)
+    if not isinstance(requested, dict):
+        raise ValueError(f"{POLICY_ENV} must be a JSON object")
+    merged = normalize({**policy, **requested})
+    if not trusted:
+        for key in PATH_FIELDS:
+            if requested.get(key):
+                raise PermissionError(f"the {KERNEL_NAME} kernelspec does not take {key} "
+                                      "from a request")
+        if merged["network"] and not policy["network"]:
+            raise PermissionError(f"the {KERNEL_NAME} kernelspec gives no network")
+        for key in ("memory_mb", "max_processes", "disk_mb"):
+            if policy[key] is not None and (merged[key] is None or merged[key] > policy[key]):
+                raise PermissionError(
+                    f"the {KERNEL_NAME} kernelspec allows {key} up to {policy[key]}")
+    return merged
 
 
 def policy_key(policy: Mapping[str, Any]) -> str:
@@ -475,3 +502,80 @@ def write_kernelspec(directory: str | os.PathLike[str], **options: Any) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     (target / "kernel.json").write_text(json.dumps(kernelspec(**options), indent=2))
     return target
+
+
+# -- one kernel's launch -------------------------------------------------------------------
+
+
+def boxes_dir(base_dir: str = "") -> Path:
+    """Where the kernels' own directories go (made if missing): by default
+    ``codebox-boxes`` in the Jupyter runtime directory."""
+    if not base_dir:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        base_dir = os.path.join(jupyter_runtime_dir(), "codebox-boxes")
+    base = Path(base_dir)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return base
+
+
+def box_dirs(box_dir: Path, policy: Mapping[str, Any]) -> dict[str, str]:
+    """A kernel's directories under ``box_dir`` (mode 0700): ``work`` (unless the policy
+    names one), ``home`` with ``site``, ``ipc`` where the kernel binds its sockets and
+    ``gw`` where the gateway connects. ``ipc`` and ``gw`` are made afresh: nothing a
+    previous kernel left there survives into the next one's."""
+    dirs = {name: str(box_dir / name) for name in ("work", "home", "ipc", "gw")}
+    if policy.get("work_dir"):
+        dirs["work"] = os.path.realpath(policy["work_dir"])
+    dirs["site"] = os.path.join(dirs["home"], "site")
+    for name in ("ipc", "gw"):
+        shutil.rmtree(dirs[name], ignore_errors=True)
+    for path in dirs.values():
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    return dirs
+
+
+@dataclass
+class Launch:
+    """How to start one sandboxed kernel, and what its start leaves to look after."""
+
+    cmd: list[str]
+    env: dict[str, str]
+    cwd: str
+    sockets: tuple[tuple[str, str], ...]  # (where the kernel binds, where we connect)
+    cgroups: Cgroups
+
+
+def prepare_launch(bwrap: str, policy: Mapping[str, Any], *, box_dir: Path,
+                   dirs: Mapping[str, str], kernel_argv: list[str], info: Mapping[str, Any],
+                   connection_file: str, cgroup_name: str) -> Launch:
+    """The launch of ``kernel_argv`` in a sandbox. ``info`` is the gateway's side of the
+    connection (ipc, in ``dirs["gw"]``); the kernel gets a copy of it that binds in
+    ``ipc``, bound in read-only at ``connection_file``, the path its command names."""
+    bound = os.path.join(dirs["ipc"], "k")
+    kernel_file = box_dir / "connection.json"
+    key = info["key"]
+    kernel_file.write_text(json.dumps(
+        {**info, "key": key.decode() if isinstance(key, bytes) else key, "ip": bound},
+        indent=1))
+    sockets = tuple((f"{bound}-{info[port]}", f"{info['ip']}-{info[port]}") for port in (
+        "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"))
+    inside = kernel_env(policy, home=dirs["home"], site=dirs["site"],
+                        extra={"CODEBOX_WORK_DIR": dirs["work"]},
+                        python_bin=os.path.dirname(kernel_argv[0]))
+    seccomp = seccomp_filter()
+    argv = bwrap_argv(
+        bwrap, policy, kernel_argv=kernel_argv, work_dir=dirs["work"], home=dirs["home"],
+        ipc_dir=dirs["ipc"], connection_file=connection_file,
+        connection_source=str(kernel_file), env=inside,
+        seccomp_fd=3 if seccomp is not None else None)
+    cgroups = Cgroups(cgroup_name, policy)
+    cmd = cgroups.wrap(argv)
+    if seccomp is not None:  # bwrap reads the filter from fd 3, opened by a shell
+        filter_file = box_dir / "seccomp.bpf"
+        filter_file.write_bytes(seccomp)
+        cmd = ["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(filter_file), *cmd]
+    # Not even bwrap gets the gateway's environment: its first child is the sandbox's
+    # pid 1, whose /proc/1/environ the kernel can read.
+    env = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": _LANG}
+    return Launch(cmd, env, str(box_dir), sockets, cgroups)
