@@ -139,6 +139,7 @@ def test_file_operations_go_to_their_routes(api, flavour):
     api.get("/codebox/42/files/info", params={"path": "b/c"}).respond(json=entry)
     api.get("/codebox/42/files/info", params={"path": "gone"}).respond(
         404, json={"detail": "no file"})
+    api.get("/codebox/42/").respond(json={"status": "running"})
     box = make_box()
     assert call(box, flavour, "remove", "a") == "a removed"
     assert body_of(sent(remove)) == {"path": "a"}
@@ -151,6 +152,14 @@ def test_file_operations_go_to_their_routes(api, flavour):
     assert call(box, flavour, "exists", "gone") is False
     with pytest.raises(CodeBoxNotFoundError):
         call(box, flavour, "file_info", "gone")
+
+
+def test_exists_in_a_session_the_server_does_not_know_is_an_error(api, flavour):
+    serve(api, ALL_EXTENSIONS + NEW)
+    api.get("/codebox/42/files/info").respond(404, json={"detail": "no such session"})
+    api.get("/codebox/42/").respond(404, json={"detail": "no such session"})
+    with pytest.raises(CodeBoxNotFoundError, match="no such session"):
+        call(make_box(), flavour, "exists", "a")
 
 
 def test_transfers_report_progress(api, flavour):

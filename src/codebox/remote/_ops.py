@@ -369,5 +369,7 @@ def exists(st: ClientState, path: str) -> Op[bool]:
     try:
         yield from file_info(st, path)
     except CodeBoxNotFoundError:
+        # 404 is also an unknown session: that is an error, not a missing file.
+        yield from call(st, status_request(st.sid))
         return False
     return True
