@@ -24,6 +24,9 @@ def test_the_first_box_runs_on_the_kernel_launched_before_the_gateway_was_ready(
     try:
         assert box.run("x = 20\nx + 1").content == "21"
         assert pool_state()["head_start"] == "adopted"
+        # Its stdin is closed, as a kernel launched by jupyter_client has it: no wait forever.
+        assert box.run("import subprocess\nsubprocess.run(['cat'], timeout=30).returncode",
+                       timeout=60).content == "0"
         box.restart()  # a restart launches the usual way, on the same connection
         assert box.run("1 + 1").content == "2"
     finally:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from jupyter_client.manager import AsyncKernelManager
 from codebox import LocalBox, Sandbox
 from codebox.local import _head_start, _sandbox
 from codebox.local._gateway import shared_gateway
-from tests.helpers import alive, our_processes
+from tests.helpers import alive, our_processes, wait_until
 from tests.sandbox.conftest import pool_state, probe
 
 
@@ -27,6 +28,8 @@ def test_the_first_sandboxed_box_runs_on_the_early_kernel_with_its_limits():
     try:
         assert probe(box, "import os\nprint(os.getpid() < 10)") == "True\n"  # own pid ns
         assert pool_state()["head_start"] == "adopted"
+        assert probe(box, "import subprocess\nprint(subprocess.run(['cat'], timeout=30)"
+                          ".returncode)") == "0\n"  # stdin closed: no wait forever
         out = box.run("hog = bytearray(700 * 1024 * 1024)", timeout=60)
         assert out.error is not None and out.error.name == "MemoryError", out.error
         box.restart()
@@ -97,6 +100,20 @@ def test_the_provisioner_kills_the_early_kernel_of_another_policy(sandbox_kernel
     assert head.outcome == "the policy differs"
     assert pid != early and not alive(early)
     assert int(limit) == 256 * 1024 * 1024  # the kernel of the asked-for policy
+
+
+def test_an_early_kernel_that_died_is_replaced_by_a_kernel_that_answers(sandbox_kernelspec):
+    head = _head_start.SandboxHeadStart({"memory_mb": 512}, str(sandbox_kernelspec))
+    assert head.process is not None
+    early = head.process.pid
+    # Dead after binding its sockets: they stay in its ipc dir, where the new kernel binds.
+    sockets = [inside for inside, _ in head.launch.sockets]
+    wait_until(lambda: all(os.path.exists(s) for s in sockets), timeout=60)
+    os.killpg(early, signal.SIGKILL)
+    head.process.wait(10)
+    pid, limit = _start(sandbox_kernelspec, head, {"memory_mb": 512})
+    assert head.outcome == "the early kernel had exited"
+    assert pid != early and int(limit) == 512 * 1024 * 1024
 
 
 def test_an_early_sandboxed_kernel_nobody_asks_for_leaves_nothing(sandbox_kernelspec):

@@ -7,13 +7,15 @@ kernel at once, with the standard library and ``jupyter_core.paths`` only, the w
 kernel manager would (same command, environment, working directory, process session), and
 the kernel manager adopts that process when the pool asks for its first kernel. A plain
 kernel is adopted by hooking its kernel manager's launch once (`HeadStart.arm`); a
-sandboxed one by our own provisioner, which finds it in ``_provisioner.HEAD_STARTS``.
+sandboxed one by our own provisioner, which finds it in `WAITING`.
 
-Adoption is checked, not assumed: if what the kernel manager is about to launch differs in
-any way (another kernelspec, a provisioner, encryption, another environment), the early
-process is killed and the kernel launched the usual way. A head start can cost its time,
-never correctness. The kernel watches ``JPY_PARENT_PID`` (the gateway) as any kernel the
-gateway launches does, so it does not outlive the gateway either.
+Adoption is checked: if what the kernel manager is about to launch differs (the command,
+the environment, the launch arguments, the connection, the provisioner; for a sandbox the
+policy, the kernel's command and its directory), the early process is killed and the kernel
+launched the usual way. What both build with the same code (a sandbox's bwrap command line
+from its policy) is not compared again. It does not outlive the gateway either: a plain
+kernel watches ``JPY_PARENT_PID``, a sandboxed one runs under bwrap's ``--die-with-parent``,
+as any kernel the gateway launches does.
 
 Standard library only at import: it runs before the gateway's own imports.
 """
@@ -37,6 +39,8 @@ from typing import Any
 IPYKERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
 _NATIVE_ARGV = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 _PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+# Sandboxed head starts by kernel id, for the sandbox provisioner of that id to adopt.
+WAITING: dict[str, SandboxHeadStart] = {}
 
 
 def kernel_dirs() -> list[str]:
@@ -79,13 +83,17 @@ class _Early:
 
     kernel_id: str
     process: subprocess.Popen[bytes] | None = None
+    cwd = ""  # where the process runs, as the provisioner records it
     outcome = "launched"  # then "adopted", or why it was not
 
     def _popen(self, cmd: list[str], env: dict[str, str], cwd: str | None) -> None:
-        # As jupyter_client's launcher: its own session, a stdin pipe, JPY_PARENT_PID.
+        # As jupyter_client's launcher: its own session, JPY_PARENT_PID, and a stdin pipe
+        # closed at once (code that reads stdin gets end-of-file, not a wait forever).
         self.process = subprocess.Popen(
             [os.path.expanduser(part) for part in cmd], stdin=subprocess.PIPE,
             env={**env, "JPY_PARENT_PID": str(os.getpid())}, cwd=cwd, start_new_session=True)
+        assert self.process.stdin is not None
+        self.process.stdin.close()
 
     def _hand_over(self, provisioner: Any) -> bool:
         """Give the process to ``provisioner`` as if it had launched it."""
@@ -98,8 +106,6 @@ class _Early:
         provisioner.cwd = self.cwd
         self.outcome = "adopted"
         return True
-
-    cwd = ""
 
     def give_up(self, reason: str) -> None:
         self.outcome = reason
@@ -141,8 +147,15 @@ class HeadStart(_Early):
             "key": str(uuid.uuid4()),
         }
         fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({**self.info, "kernel_name": kernel_name}, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({**self.info, "kernel_name": kernel_name}, f)
+            self._start(spec)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _start(self, spec: dict[str, Any]) -> None:
         self.argv = _command(spec, os.path.realpath(self.connection_file))
         env = dict(os.environ)
         env.update({k: Template(v).safe_substitute(env)
@@ -224,6 +237,8 @@ class SandboxHeadStart(_Early):
     """A sandboxed kernel, prepared as `_provisioner.SandboxProvisioner` would, which
     adopts it: the same policy, directories, connection and bwrap command."""
 
+    taken = False  # its directories belong to a provisioner now
+
     def __init__(self, sandbox: dict[str, Any], runtime_dir: str) -> None:
         from . import _sandbox
 
@@ -236,9 +251,19 @@ class SandboxHeadStart(_Early):
         self.policy = _sandbox.requested_policy(
             config.get("policy"), json.dumps(sandbox, sort_keys=True),
             trusted=bool(config.get("trusted")))
+        bwrap = _sandbox.find_bwrap()
         self.kernel_id = str(uuid.uuid4())
         self.box_dir = _sandbox.boxes_dir(config.get("base_dir", "")) / self.kernel_id
         self.box_dir.mkdir(mode=0o700)
+        try:
+            self._start(spec, bwrap, runtime_dir)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _start(self, spec: dict[str, Any], bwrap: str, runtime_dir: str) -> None:
+        from . import _sandbox
+
         self.dirs = _sandbox.box_dirs(self.box_dir, self.policy)
         gateway_side = os.path.join(self.dirs["gw"], "k")
         self.info: dict[str, Any] = {
@@ -250,7 +275,7 @@ class SandboxHeadStart(_Early):
         connection_file = os.path.join(runtime_dir, f"kernel-{self.kernel_id}.json")
         self.kernel_argv = _command(spec, os.path.realpath(connection_file))
         self.launch = _sandbox.prepare_launch(
-            _sandbox.find_bwrap(), self.policy, box_dir=self.box_dir, dirs=self.dirs,
+            bwrap, self.policy, box_dir=self.box_dir, dirs=self.dirs,
             kernel_argv=self.kernel_argv, info=self.info, connection_file=connection_file,
             cgroup_name=f"codebox-{self.kernel_id}-1")
         self.cwd = self.launch.cwd
@@ -258,9 +283,7 @@ class SandboxHeadStart(_Early):
                     self.launch.cwd)
 
     def arm(self, km: Any) -> None:
-        from . import _provisioner
-
-        _provisioner.HEAD_STARTS[self.kernel_id] = self
+        WAITING[self.kernel_id] = self
 
     def mismatch(self, kernel_argv: list[str], info: dict[str, Any]) -> str | None:
         """Why a provisioner that would launch ``kernel_argv`` sandboxed, connected by
@@ -280,21 +303,31 @@ class SandboxHeadStart(_Early):
     def adopt_into(self, provisioner: Any, cmd: list[str]) -> bool:
         """Give the process to ``provisioner``, about to launch ``cmd``; False if it
         cannot take it (the provisioner launches ``cmd`` itself then)."""
-        if cmd == self.launch.cmd and self._hand_over(provisioner):
+        if cmd != self.launch.cmd:  # a guard: the provisioner launches our command
+            self.give_up("the sandbox command differs")
+        elif not self._hand_over(provisioner):
+            self.give_up(self.outcome)
+        else:
             return True
-        self.give_up(self.outcome if self.outcome != "launched" else "the command differs")
+        # The provisioner launches in these directories now: the dead kernel's sockets
+        # must not be linked for the gateway in place of the new one's.
+        from . import _sandbox
+
+        _sandbox.box_dirs(self.box_dir, self.policy)
         return False
 
-    taken = False  # its directories belong to a provisioner now
-
     def discard(self) -> None:
+        WAITING.pop(self.kernel_id, None)
         adopted = self.outcome == "adopted"
         super().discard()
         if adopted:
             return
-        self.launch.cgroups.kill_all()
+        launch = getattr(self, "launch", None)  # None: its start failed half-way
+        if launch is not None:
+            launch.cgroups.kill_all()
         if not self.taken:  # else the provisioner launches in them
-            self.launch.cgroups.remove()
+            if launch is not None:
+                launch.cgroups.remove()
             shutil.rmtree(self.box_dir, ignore_errors=True)
 
 
@@ -318,8 +351,10 @@ def launch(settings: dict[str, Any]) -> HeadStart | SandboxHeadStart | None:
     """A head start for the gateway's first pool kernel, if it pools one."""
     if not settings.get("pool_size", 1):
         return None
-    runtime_dir = os.environ.get("JUPYTER_RUNTIME_DIR") or os.getcwd()
     try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        runtime_dir = jupyter_runtime_dir()
         if settings.get("sandbox") is not None:
             return SandboxHeadStart(settings["sandbox"], runtime_dir)
         return HeadStart(settings.get("kernel_name", "python3"), runtime_dir)

@@ -36,12 +36,9 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Bool, Dict, Unicode
 
-from . import _sandbox
+from . import _head_start, _sandbox
 
 NAME = _sandbox.KERNEL_NAME
-# Kernels launched before the gateway's kernel manager existed, by kernel id: the
-# provisioner of that id adopts the process (see `_head_start`).
-HEAD_STARTS: dict[str, Any] = {}
 
 
 class SandboxProvisioner(LocalProvisioner):
@@ -80,9 +77,12 @@ class SandboxProvisioner(LocalProvisioner):
         bwrap = _sandbox.find_bwrap()
         km = self.parent
         assert km is not None  # a provisioner always belongs to a kernel manager
-        head = HEAD_STARTS.pop(str(self.kernel_id), None)
+        head = _head_start.WAITING.pop(str(self.kernel_id), None)
         if head is not None and head.policy != policy:
             head.give_up("the policy differs")
+            head = None
+        if head is not None and head.box_dir.parent != _sandbox.boxes_dir(self.base_dir):
+            head.give_up("the kernels' directory differs")
             head = None
         if head is not None:  # its directories, with the kernel's sockets, stay as they are
             self._box_dir, dirs, info = head.take()
