@@ -300,3 +300,18 @@ def test_a_peer_that_resets_the_handshake_is_a_connection_error(flavour):
 
             asyncio.run(connect())
     server.join(10)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("req", [ops.Recv(1.0), ops.Send(b"frame")], ids=["recv", "send"])
+def test_a_websocket_closed_under_an_op_is_a_dropped_connection(flavour, req):
+    # `stop` from another thread, or an abandoned stream, may close it between two steps.
+    address = GatewayAddress("http://127.0.0.1:9", "t")
+    with pytest.raises(CodeBoxConnectionError, match="connection was closed"):
+        if flavour == "sync":
+            SyncDriver(lambda: address, lambda: None)._do(req)
+        else:
+            async def do() -> None:
+                await AsyncDriver(lambda: address, lambda: None)._do(req)
+
+            asyncio.run(do())

@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import socket
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -125,6 +125,17 @@ _HANDSHAKE_FAILURES = (OSError, websockets.InvalidHandshake, websockets.InvalidU
                        websockets.ConnectionClosed)
 
 
+_W = TypeVar("_W")
+
+
+def _open(ws: _W | None) -> _W:
+    """The kernel websocket; gone (closed from another thread or task, by `stop` or an
+    abandoned stream) is a dropped connection, which the op handles, not a crash."""
+    if ws is None:
+        raise CodeBoxConnectionError("the kernel connection was closed")
+    return ws
+
+
 def _handshake_error(exc: Exception, kernel_id: str) -> CodeBoxError:
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status == 404:
@@ -215,18 +226,18 @@ class SyncDriver:
 
     def _do(self, req: Any) -> Any:
         if isinstance(req, Recv):
-            assert self._ws is not None
+            ws = _open(self._ws)
             try:
-                return self._ws.recv(timeout=req.timeout)
+                return ws.recv(timeout=req.timeout)
             except TimeoutError:
                 return None
             except websockets.ConnectionClosed as exc:
                 self._drop_ws()
                 raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
         if isinstance(req, Send):
-            assert self._ws is not None
+            ws = _open(self._ws)
             try:
-                self._ws.send(req.frame)
+                ws.send(req.frame)
                 return None
             except websockets.ConnectionClosed as exc:
                 self._drop_ws()
@@ -390,20 +401,20 @@ class AsyncDriver:
 
     async def _do(self, req: Any) -> Any:
         if isinstance(req, Recv):
-            assert self._ws is not None
+            aws = _open(self._ws)
             try:
                 if req.timeout is None:
-                    return await self._ws.recv()
-                return await asyncio.wait_for(self._ws.recv(), req.timeout)
+                    return await aws.recv()
+                return await asyncio.wait_for(aws.recv(), req.timeout)
             except asyncio.TimeoutError:
                 return None
             except websockets.ConnectionClosed as exc:
                 self.abort()
                 raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
         if isinstance(req, Send):
-            assert self._ws is not None
+            aws = _open(self._ws)
             try:
-                await self._ws.send(req.frame)
+                await aws.send(req.frame)
                 return None
             except websockets.ConnectionClosed as exc:
                 self.abort()
