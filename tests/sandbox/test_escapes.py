@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import socket
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -65,6 +66,23 @@ print('LISTED', sorted(os.listdir({site.runtime_dir!r})))
     listed = out.split("LISTED ", 1)[1]
     assert "cookie" not in listed and listed.count("kernel-") == 1, out
     _healthy(site)
+
+
+def test_an_import_path_holding_the_runtime_dir_does_not_bring_it_in(monkeypatch):
+    # The gateway binds its Python's import paths into every box: one from PYTHONPATH that
+    # holds the runtime dir (here the temp dir, where the gateway makes it) must not be.
+    assert shared_gateway.pid is None, "another box holds a gateway"
+    monkeypatch.setenv("PYTHONPATH", os.path.realpath(tempfile.gettempdir()))
+    with LocalBox(sandbox=True) as box, LocalBox(sandbox=True) as other:
+        other.run("1")
+        runtime_dir = shared_gateway._process._runtime_dir
+        on_host = sorted(os.listdir(runtime_dir))
+        assert len([n for n in on_host if n.startswith("kernel-")]) >= 2
+        boxes, own = os.path.join(runtime_dir, "codebox-boxes"), box.kernel_id
+        out = probe(box, f"import os\nprint(sorted(os.listdir({runtime_dir!r})), "
+                         f"len(os.listdir({boxes!r})))")
+    # Its own connection file, bound in alone, and its own directory: nothing of the others.
+    assert out == f"['codebox-boxes', 'kernel-{own}.json'] 1\n", on_host
 
 
 def test_the_gateway_can_be_neither_read_nor_signalled(site):

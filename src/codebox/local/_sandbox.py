@@ -216,6 +216,12 @@ def python_paths() -> list[str]:
     return _outermost(paths)
 
 
+def _within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or inside it (both resolved)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory).rstrip("/")
+    return path == directory or path.startswith(directory + "/")
+
+
 def _outermost(paths: Iterable[str]) -> list[str]:
     """Drop paths inside another path of the list (and inside the system's directories)."""
     kept: list[str] = []
@@ -290,8 +296,12 @@ def bwrap_argv(
     size = ["--size", str(policy["disk_mb"] * 1024 * 1024)] if policy["disk_mb"] else []
     argv += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
              *size, "--tmpfs", "/tmp", "--symlink", "/tmp", "/var/tmp"]
-    for path in [*(python if python is not None else python_paths()),
-                 *policy.get("read_only_paths", ())]:
+    # Never a Python path that holds the kernels' own directories (an import path such as
+    # /tmp or $HOME from PYTHONPATH): it would show other kernels' connection files.
+    private = [os.path.dirname(connection_file), os.path.dirname(home)]
+    python_dirs = [p for p in (python if python is not None else python_paths())
+                   if not any(_within(d, p) for d in private)]
+    for path in [*python_dirs, *policy.get("read_only_paths", ())]:
         argv += ["--ro-bind-try", path, path]
     for path in (work_dir, home, ipc_dir):
         argv += ["--bind", path, path]
