@@ -43,3 +43,17 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if any(part in _REAL_PARTS for part in item.path.parent.parts[-1:]):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test shows the end of the log of every ``codebox serve`` running then: a
+    500 says why only there."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        from tests.server.harness import ServerProcess
+
+        for server in list(ServerProcess.live):
+            tail = "\n".join(server.log().splitlines()[-60:])
+            report.sections.append((f"codebox serve {server.url}: end of its log", tail))

@@ -15,6 +15,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -34,6 +35,8 @@ class ServerProcess:
     Raises:
         AssertionError: It exited or said nothing within ``START_TIMEOUT`` seconds.
     """
+
+    live: ClassVar[set[ServerProcess]] = set()  # for the log of a test that fails
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, log_dir: Path) -> None:
         self.marker = uuid.uuid4().hex
@@ -55,6 +58,7 @@ class ServerProcess:
             self.kill()
             raise AssertionError(f"codebox serve did not start: {line!r}\n{self.log()}")
         self.announce = line
+        ServerProcess.live.add(self)
         self.url = line.split("listening on ", 1)[1].split()[0]
         self.base_url = f"{self.url}/api/v1"
 
@@ -78,6 +82,7 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the server and wait for it to exit; returns its exit code."""
+        ServerProcess.live.discard(self)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -88,6 +93,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         """Kill the server and everything it started (for failed tests)."""
+        ServerProcess.live.discard(self)
         for pid, _ in self.leftovers():
             try:
                 os.kill(pid, signal.SIGKILL)
