@@ -44,6 +44,29 @@ class Figure:
         return self.codebox / self.reference
 
 
+def report(figures: list[Figure], path: str, digits: str = ".2f") -> None:
+    """Print ``figures`` as a table (numbers formatted by ``digits``) and write them, with
+    the machine, as JSON to ``path``."""
+    rows = [("figure", "codebox", "reference", "ratio", "goal", "result")]
+    for f in figures:
+        ref = f"{f.reference:{digits}} {f.unit}" if f.reference is not None else "-"
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
+        ok = {True: "pass", False: "FAIL", None: "-"}[f.passed]
+        rows.append((f.name, f"{f.codebox:{digits}} {f.unit}", ref, ratio, f.goal, ok))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    for f in figures:
+        if f.note:
+            print(f"- {f.name}: {f.note}")
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
+               "platform": platform.platform(), "load": os.getloadavg()}
+    with open(path, "w") as fh:
+        json.dump({"machine": machine,
+                   "figures": [asdict(f) | {"ratio": f.ratio} for f in figures]}, fh, indent=2)
+    print(f"written to {path}")
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
@@ -585,24 +608,7 @@ def main() -> None:
     }
     chosen = args.only.split(",") if args.only else list(groups)
     figures = [figure for name in chosen for figure in groups[name]()]
-    rows = [("figure", "codebox", "reference", "ratio", "goal", "result")]
-    for f in figures:
-        ref = f"{f.reference:.2f} {f.unit}" if f.reference is not None else "-"
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
-        ok = {True: "pass", False: "FAIL", None: "-"}[f.passed]
-        rows.append((f.name, f"{f.codebox:.2f} {f.unit}", ref, ratio, f.goal, ok))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    for f in figures:
-        if f.note:
-            print(f"- {f.name}: {f.note}")
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "platform": platform.platform()}
-    with open(args.json, "w") as fh:
-        json.dump({"machine": machine,
-                   "figures": [asdict(f) | {"ratio": f.ratio} for f in figures]}, fh, indent=2)
-    print(f"written to {args.json}")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

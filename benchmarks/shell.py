@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import secrets
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
-from run import Figure, median_ms
+from run import Figure, median_ms, report
 
 from codebox import CodeBox, LocalBox
 
@@ -114,24 +110,7 @@ def main() -> None:
     with LocalBox() as box:
         figures = figures_for("LocalBox", box, n, n_big, floor)
     figures += through_server(n, n_big, floor)
-    rows = [("figure", "codebox", "reference", "ratio", "goal", "result")]
-    for f in figures:
-        ref = f"{f.reference:.3g} {f.unit}" if f.reference is not None else "-"
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
-        ok = {True: "pass", False: "FAIL", None: "-"}[f.passed]
-        rows.append((f.name, f"{f.codebox:.3g} {f.unit}", ref, ratio, f.goal, ok))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    for f in figures:
-        if f.note:
-            print(f"- {f.name}: {f.note}")
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "platform": platform.platform(), "load": os.getloadavg()}
-    with open(args.json, "w") as fh:
-        json.dump({"machine": machine,
-                   "figures": [asdict(f) | {"ratio": f.ratio} for f in figures]}, fh, indent=2)
-    print(f"written to {args.json}")
+    report(figures, args.json, ".3g")
 
 
 if __name__ == "__main__":

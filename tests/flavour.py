@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from typing import Any
 
 
@@ -51,6 +52,33 @@ class Flavour:
             return chunks, stream.result
 
         return self.wait(collect())
+
+    def interrupted(self, name: str, *args: Any) -> Any:
+        """Call ``name(*args)`` (``run`` or ``shell``) from another thread (sync) or task
+        (async), interrupt the box once output has come, and return the result."""
+        if self.kind == "sync":
+            started, result = threading.Event(), {}
+
+            def runner() -> None:
+                result["out"] = getattr(self.box, name)(*args, on_output=lambda c: started.set())
+
+            thread = threading.Thread(target=runner)
+            thread.start()
+            assert started.wait(30)
+            assert self.box.interrupt() == "interrupted"
+            thread.join(30)
+            assert not thread.is_alive()
+            return result["out"]
+
+        async def main() -> Any:
+            started = asyncio.Event()
+            call = getattr(self.box, "a" + name)(*args, on_output=lambda c: started.set())
+            task = asyncio.create_task(call)
+            await asyncio.wait_for(started.wait(), 30)
+            assert await self.box.ainterrupt() == "interrupted"
+            return await asyncio.wait_for(task, 30)
+
+        return self.wait(main())
 
     def close(self) -> None:
         self.stop()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import secrets
+import socket
+import subprocess
+import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 
 def processes_with(name: str, value: str) -> list[tuple[int, str]]:
@@ -107,3 +115,36 @@ def make_wheel(tmp_path, name="codebox_probe_pkg"):
             zf.writestr(arc, text)
     path.write_bytes(buf.getvalue())
     return path
+
+
+@contextlib.contextmanager
+def stock_kernel_gateway(cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """A Jupyter Kernel Gateway with stock settings, started by hand in ``cwd`` with ``env``
+    added to ours, for the block: its URL and token."""
+    token = secrets.token_hex(16)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel_gateway", f"--KernelGatewayApp.port={port}",
+         "--KernelGatewayApp.ip=127.0.0.1", "--KernelGatewayApp.port_retries=0",
+         f"--KernelGatewayApp.auth_token={token}"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, "the stock gateway exited"
+        try:
+            return httpx.get(f"{url}/api", headers={"Authorization": f"token {token}"},
+                             trust_env=False, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=60, interval=0.1)
+        yield url, token
+    finally:
+        proc.terminate()
+        proc.wait(15)

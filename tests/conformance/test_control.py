@@ -3,10 +3,8 @@ kernel deaths, and the lifecycle of a box."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import threading
 
 import pytest
 
@@ -27,28 +25,7 @@ def test_a_timeout_interrupts_keeps_output_and_state(box):
 
 def test_interrupt_from_another_thread_or_task_ends_the_run(box):
     box.run("state = 7")
-    if box.kind == "sync":
-        started, result = threading.Event(), {}
-
-        def runner():
-            result["out"] = box.run(SLEEPER, on_output=lambda c: started.set())
-
-        thread = threading.Thread(target=runner)
-        thread.start()
-        assert started.wait(30)
-        assert box.interrupt() == "interrupted"
-        thread.join(30)
-        assert not thread.is_alive()
-        out = result["out"]
-    else:
-        async def main():
-            started = asyncio.Event()
-            task = asyncio.create_task(box.box.arun(SLEEPER, on_output=lambda c: started.set()))
-            await asyncio.wait_for(started.wait(), 30)
-            assert await box.box.ainterrupt() == "interrupted"
-            return await asyncio.wait_for(task, 30)
-
-        out = box.wait(main())
+    out = box.interrupted("run", SLEEPER)
     assert out.error.name == "KeyboardInterrupt" and out.stdout == "sleeping\n"
     assert box.run("state", timeout=10).content == "7"
 

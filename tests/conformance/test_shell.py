@@ -3,9 +3,6 @@ data, timeouts and interrupts that end the command and everything it started."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import pytest
 
 from codebox import CodeBoxError, CommandResult
@@ -109,28 +106,7 @@ def test_what_a_command_leaves_running_ends_with_it(box):
 
 def test_interrupt_ends_the_command_and_the_box_lives_on(box):
     box.run("state = 7")
-    if box.kind == "sync":
-        started, result = threading.Event(), {}
-
-        def runner():
-            result["out"] = box.shell(FAMILY, on_output=lambda c: started.set())
-
-        thread = threading.Thread(target=runner)
-        thread.start()
-        assert started.wait(30)
-        assert box.interrupt() == "interrupted"
-        thread.join(30)
-        assert not thread.is_alive()
-        out = result["out"]
-    else:
-        async def main():
-            started = asyncio.Event()
-            task = asyncio.create_task(box.box.ashell(FAMILY, on_output=lambda c: started.set()))
-            await asyncio.wait_for(started.wait(), 30)
-            assert await box.box.ainterrupt() == "interrupted"
-            return await asyncio.wait_for(task, 30)
-
-        out = box.wait(main())
+    out = box.interrupted("shell", FAMILY)
     assert out.exit_code < 0 and not out.timed_out
     pids = pids_in(out.stdout)
     assert pids

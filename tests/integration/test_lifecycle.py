@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +16,7 @@ import pytest
 from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox
 from codebox.local._gateway import shared_gateway
 from tests.helpers import alive as _alive
-from tests.helpers import our_processes, wait_until
+from tests.helpers import our_processes, stock_kernel_gateway, wait_until
 
 
 def test_lazy_start_status_repr_and_idempotent_stop():
@@ -125,35 +122,9 @@ def test_boxes_in_two_processes_never_share_a_gateway():
 @pytest.fixture()
 def stock_gateway(tmp_path):
     """A Kernel Gateway started by hand in another directory, stock settings."""
-    token = secrets.token_hex(16)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "kg_config.json"
-    config.write_text(json.dumps({"KernelGatewayApp": {"auth_token": token}}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel_gateway", f"--KernelGatewayApp.port={port}",
-         "--KernelGatewayApp.ip=127.0.0.1", "--KernelGatewayApp.port_retries=0",
-         f"--config={config}"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime")),
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        assert proc.poll() is None, "the stock gateway exited"
-        try:
-            return httpx.get(f"{url}/api", headers={"Authorization": f"token {token}"},
-                             trust_env=False, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, timeout=60, interval=0.1)
-        yield url, token
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with stock_kernel_gateway(tmp_path, {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}) \
+            as url_and_token:
+        yield url_and_token
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])

@@ -4,18 +4,11 @@ request cannot bind host paths into a kernelspec that does not trust it."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import subprocess
-import sys
-
-import httpx
 import pytest
 
 from codebox import CodeBoxError, LocalBox, Sandbox
 from codebox.local import _sandbox
-from tests.helpers import wait_until
+from tests.helpers import stock_kernel_gateway
 from tests.sandbox.conftest import probe
 
 
@@ -24,34 +17,9 @@ def gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stock")
     # Untrusted (the default), with a ceiling of its own.
     _sandbox.write_kernelspec(tmp / "share", policy={"max_processes": 100})
-    token = secrets.token_hex(16)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel_gateway", f"--KernelGatewayApp.port={port}",
-         "--KernelGatewayApp.ip=127.0.0.1", "--KernelGatewayApp.port_retries=0",
-         f"--KernelGatewayApp.auth_token={token}"],
-        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-                 JUPYTER_PATH=str(tmp / "share")),
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        assert proc.poll() is None, "the stock gateway exited"
-        try:
-            return httpx.get(f"{url}/api", headers={"Authorization": f"token {token}"},
-                             trust_env=False, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, timeout=60, interval=0.1)
-        yield url, token
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with stock_kernel_gateway(tmp, {"JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+                                    "JUPYTER_PATH": str(tmp / "share")}) as url_and_token:
+        yield url_and_token
 
 
 def test_a_stock_gateway_runs_the_sandbox_with_the_requested_policy(gateway):

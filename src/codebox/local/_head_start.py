@@ -285,6 +285,15 @@ class SandboxHeadStart(_Early):
     def arm(self, km: Any) -> None:
         WAITING[self.kernel_id] = self
 
+    def unfit(self, policy: dict[str, Any], boxes_dir: Path) -> str | None:
+        """Why a provisioner of ``policy`` keeping its kernels in ``boxes_dir`` cannot take
+        this kernel, before it prepares anything (None: it may)."""
+        if policy != self.policy:
+            return "the policy differs"
+        if self.box_dir.parent != boxes_dir:
+            return "the kernels' directory differs"
+        return None
+
     def mismatch(self, kernel_argv: list[str], info: dict[str, Any]) -> str | None:
         """Why a provisioner that would launch ``kernel_argv`` sandboxed, connected by
         ``info``, cannot take this process instead (None: it can)."""

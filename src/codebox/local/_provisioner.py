@@ -78,11 +78,9 @@ class SandboxProvisioner(LocalProvisioner):
         km = self.parent
         assert km is not None  # a provisioner always belongs to a kernel manager
         head = _head_start.WAITING.pop(str(self.kernel_id), None)
-        if head is not None and head.policy != policy:
-            head.give_up("the policy differs")
-            head = None
-        if head is not None and head.box_dir.parent != _sandbox.boxes_dir(self.base_dir):
-            head.give_up("the kernels' directory differs")
+        unfit = head and head.unfit(policy, _sandbox.boxes_dir(self.base_dir))
+        if head is not None and unfit:
+            head.give_up(unfit)
             head = None
         if head is not None:  # its directories, with the kernel's sockets, stay as they are
             self._box_dir, dirs, info = head.take()
