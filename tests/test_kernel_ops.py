@@ -293,10 +293,10 @@ def test_a_peer_that_resets_the_handshake_is_a_connection_error(flavour):
     req = ops.Connect(GatewayAddress(f"http://127.0.0.1:{port}", "t"), "k1", 10)
     with listener, pytest.raises(CodeBoxConnectionError, match="cannot connect to kernel k1"):
         if flavour == "sync":
-            SyncDriver(lambda: req.address, lambda: None)._connect(req)
+            SyncDriver(lambda _: req.address, lambda: None)._connect(req)
         else:
             async def connect() -> None:
-                await AsyncDriver(lambda: req.address, lambda: None)._connect(req)
+                await AsyncDriver(lambda _: req.address, lambda: None)._connect(req)
 
             asyncio.run(connect())
     server.join(10)
@@ -309,9 +309,59 @@ def test_a_websocket_closed_under_an_op_is_a_dropped_connection(flavour, req):
     address = GatewayAddress("http://127.0.0.1:9", "t")
     with pytest.raises(CodeBoxConnectionError, match="connection was closed"):
         if flavour == "sync":
-            SyncDriver(lambda: address, lambda: None)._do(req)
+            SyncDriver(lambda _: address, lambda: None)._do(req)
         else:
             async def do() -> None:
-                await AsyncDriver(lambda: address, lambda: None)._do(req)
+                await AsyncDriver(lambda _: address, lambda: None)._do(req)
 
             asyncio.run(do())
+
+
+class Dying(ScriptedKernel):
+    """Its own gateway (``pool``), killed after k1 started: connections to it are refused,
+    and the box is handed its address once more before it can be reaped."""
+
+    def __init__(self, pool: bool = True):
+        super().__init__()
+        self.pool = pool
+        self.dead = False
+
+    def answer(self, req):
+        if isinstance(req, ops.Gateway):
+            self.requests.append(req)
+            generation = 2 if req.refused is not None else 1
+            return GatewayAddress(f"http://gateway-{generation}.test", "t", generation,
+                                  pool=self.pool)
+        if self.dead and getattr(req, "address", None) is not None \
+                and req.address.generation == 1:
+            self.requests.append(req)
+            raise CodeBoxConnectionError("cannot reach the gateway: connection refused")
+        if isinstance(req, ops.Http) and req.path == "/codebox/pool":
+            self.requests.append(req)  # a warm kernel from the new gateway only
+            return (200, {"id": "k2"}) if req.address.generation == 2 else (204, None)
+        return super().answer(req)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_dying_gateway_that_refuses_is_replaced_and_the_run_says_state_is_gone(flavour):
+    kernel = Dying()
+    st = ops.KernelState()
+    kernel.drive(ops.execute(st, CFG, "state = 1", timeout=None), flavour=flavour)
+    assert st.kernel_id == "k1"
+    kernel.dead = True
+    out = kernel.drive(ops.execute(st, CFG, "state", timeout=None), flavour=flavour)
+    assert out.error.name == "KernelDiedError" and "did not run" in out.error.value
+    asked = [r.refused for r in kernel.requests if isinstance(r, ops.Gateway)]
+    assert asked[-1] is not None and asked[-1].generation == 1  # replace that one
+    assert st.kernel_id == "k2" and st.address.generation == 2
+    assert kernel.drive(ops.execute(st, CFG, "1", timeout=None), flavour=flavour).error is None
+
+
+def test_a_gateway_given_by_url_that_refuses_is_an_error_not_a_replacement():
+    kernel = Dying(pool=False)
+    st = ops.KernelState()
+    kernel.drive(ops.execute(st, CFG, "x = 1", timeout=None))
+    kernel.dead = True
+    with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
+        kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    assert all(r.refused is None for r in kernel.requests if isinstance(r, ops.Gateway))

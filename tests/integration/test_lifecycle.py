@@ -200,6 +200,23 @@ def test_no_process_is_left_after_all_boxes_stop():
     wait_until(lambda: not our_processes(), timeout=15)
 
 
+def test_a_gateway_that_refused_a_connection_is_replaced_once():
+    # A killed gateway refuses connections before it can be reaped (its last threads are
+    # still exiting): the box reports the refusal and gets a new gateway, not the same one.
+    with LocalBox() as box:
+        box.run("state = 1")
+        old_pid = shared_gateway.pid
+        refused = shared_gateway.current(box.settings)
+        new = shared_gateway.current(box.settings, refused=refused)
+        assert new.generation == refused.generation + 1 and new.url != refused.url
+        assert shared_gateway.pid not in (None, old_pid) and not _alive(old_pid)
+        # A refusal reported late, by another box, does not replace the new one.
+        assert shared_gateway.current(box.settings, refused=refused) == new
+        lost = box.run("state")
+        assert lost.error is not None and lost.error.name == "KernelDiedError"
+        assert box.run("print('back')").stdout == "back\n"
+
+
 def test_a_dead_gateway_is_replaced_and_the_box_says_its_state_is_gone():
     with LocalBox() as box:
         box.run("state = 1")

@@ -158,11 +158,11 @@ class LocalBox(BaseBox):
             policy["work_dir"] = str(Path(self._working_dir).expanduser().resolve())
         return policy
 
-    def _gateway_address(self) -> GatewayAddress:
+    def _gateway_address(self, refused: GatewayAddress | None = None) -> GatewayAddress:
         if self._gateway_url is not None:
             return GatewayAddress(self._gateway_url, self._gateway_token)
         if self._holds_gateway:
-            return shared_gateway.current(self.settings, self._policy())
+            return shared_gateway.current(self.settings, self._policy(), refused=refused)
         # Whether bwrap works here is found out (once per process) while the gateway starts.
         probe = _PROBE.submit(_sandbox.check) if self._sandbox is not None else None
         address = shared_gateway.acquire(self.settings, self._policy())

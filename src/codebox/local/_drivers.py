@@ -44,7 +44,8 @@ from ._kernel_ops import (
     StreamAbandoned,
 )
 
-GatewaySource = Callable[[], GatewayAddress]
+GatewaySource = Callable[[GatewayAddress | None], GatewayAddress]
+"""The gateway's address, given the one that just refused a connection (if any)."""
 
 # websockets >= 17 asks direct (non context-manager) callers of the sync connect() to say so.
 _SYNC_CONNECT_OPTIONS: dict[str, Any] = (
@@ -257,7 +258,7 @@ class SyncDriver:
             self._drop_ws()
             return None
         if isinstance(req, Gateway):
-            return self._gateway()
+            return self._gateway(req.refused)
         if isinstance(req, ReleaseGateway):
             self.close_http()
             return self._release()
@@ -434,7 +435,7 @@ class AsyncDriver:
             await self._drop_ws()
             return None
         if isinstance(req, Gateway):
-            return await asyncio.to_thread(self._gateway)
+            return await asyncio.to_thread(self._gateway, req.refused)
         if isinstance(req, ReleaseGateway):
             await self.close_http()
             return await asyncio.to_thread(self._release)

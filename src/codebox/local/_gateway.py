@@ -154,7 +154,8 @@ class GatewayProcess:
                 proc.kill()
                 proc.wait(2.0)
         if self._reader.is_alive() and self._reader is not threading.current_thread():
-            self._reader.join(1.0)
+            # The rest of its log; orphaned kernels may hold the pipe open a while longer.
+            self._reader.join(min(timeout, 1.0))
         shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
 
@@ -184,10 +185,20 @@ class SharedGateway:
                 raise
 
     def current(
-        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = _FROM_SETTINGS
+        self, settings: CodeBoxSettings, sandbox: dict[str, Any] | None = _FROM_SETTINGS,
+        *, refused: GatewayAddress | None = None,
     ) -> GatewayAddress:
-        """The address for a user that already holds the gateway (respawned if it died)."""
+        """The address for a user that already holds the gateway (respawned if it died).
+        ``refused``: an address that refused a connection; if it is still the current
+        gateway's, that gateway is on its way out (a killed process can refuse connections
+        before it can be reaped): it is closed and replaced."""
         with self._lock:
+            proc = self._process
+            if (proc is not None and refused is not None
+                    and refused.generation == self._generation and proc.alive()):
+                log.warning("the Kernel Gateway (pid %s) refused a connection; replacing it",
+                            proc.pid)
+                proc.close(2.0)
             return self._address(settings, sandbox)
 
     def _address(

@@ -46,7 +46,11 @@ OnProgress = Callable[[int, int], Any]
 
 @dataclass(frozen=True)
 class Gateway:
-    """Get the gateway's address (spawning or replacing a gateway if the box owns one)."""
+    """Get the gateway's address (spawning or replacing a gateway if the box owns one).
+    ``refused``: the address that just refused a connection; a gateway the box owns is
+    replaced even if its process has not exited yet."""
+
+    refused: GatewayAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -205,11 +209,15 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
     if st.kernel_id is None:
         st.status = "starting"
         st.address = yield Gateway()
-        st.kernel_id = yield from _pooled_kernel(st, cfg)
-        if st.kernel_id is None:
-            body = yield from http(st, "start a kernel", "POST", "/api/kernels",
-                                   _kernel_request(cfg), cfg.start_timeout)
-            st.kernel_id = body["id"]
+        try:
+            st.kernel_id = yield from _new_kernel(st, cfg)
+        except CodeBoxConnectionError:
+            if not st.address.pool:
+                raise  # a gateway given by URL: not ours to replace
+            # Ours refused: it is exiting. A killed gateway closes its socket before the
+            # last of its threads ends, and only then can it be reaped: replace it now.
+            st.address = yield Gateway(refused=st.address)
+            st.kernel_id = yield from _new_kernel(st, cfg)
         st.needs_setup = True
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
     if st.needs_setup:
@@ -245,6 +253,16 @@ def _set_up(st: KernelState, cfg: KernelConfig, code: str) -> Op:
         assert st.address is not None and st.kernel_id is not None
         yield Disconnect()
         yield Connect(st.address, st.kernel_id, max(0.1, end - clock()))
+
+
+def _new_kernel(st: KernelState, cfg: KernelConfig) -> Op:
+    """A kernel for the box: a warm one from the pool, else one started now."""
+    kernel_id = yield from _pooled_kernel(st, cfg)
+    if kernel_id is None:
+        body = yield from http(st, "start a kernel", "POST", "/api/kernels",
+                               _kernel_request(cfg), cfg.start_timeout)
+        kernel_id = body["id"]
+    return kernel_id
 
 
 def _pooled_kernel(st: KernelState, cfg: KernelConfig) -> Op:
