@@ -39,6 +39,9 @@ from ._drivers import AsyncDriver, Done, SyncDriver
 from ._gateway import GatewayAddress, shared_gateway
 
 INSTALL_TIMEOUT = 600.0
+_STOP_GRACE = 1.0
+"""Seconds stop() lets a run in progress elsewhere end on an interrupt before it deletes the
+kernel under it (at most ``interrupt_timeout``)."""
 _PROBE = ThreadPoolExecutor(1, thread_name_prefix="codebox-sandbox-probe")
 
 logger = logging.getLogger(__name__)
@@ -251,11 +254,12 @@ class LocalBox(BaseBox):
         return ops.status(self._state)
 
     def _stop_op(self) -> ops.Op:
-        # Remove the root in the kernel only where the kernel made it (a remote gateway; a
-        # sandbox's own directory goes with its kernel).
-        remove = (self._working_dir is None and self._gateway_url is not None
-                  and self._sandbox is None)
-        return ops.stop(self._state, self._config(), remove_root=remove)
+        return ops.stop(self._state, self._config(), remove_root=self._kernel_removes_root())
+
+    def _kernel_removes_root(self) -> bool:
+        # Only where the kernel made the root (a remote gateway; a sandbox's own directory
+        # goes with its kernel).
+        return self._working_dir is None and self._gateway_url is not None and self._sandbox is None
 
     def _run_timeout(self, timeout: float | None) -> float | None:
         return timeout if timeout is not None else self.settings.run_timeout
@@ -275,30 +279,37 @@ class LocalBox(BaseBox):
         return await self._acall(ops.start(self._state, self._config()))
 
     def stop(self) -> CodeBoxStatus:
-        if not self._sync_lock.acquire(blocking=False):
-            self._end_the_run(lambda: self.interrupt(),
-                              lambda seconds: self._sync_lock.acquire(timeout=seconds))
         try:
-            self._slot.settle()
-            self._use_sync().run(self._stop_op())
-            self._sync.close()
+            if not self._sync_lock.acquire(blocking=False):
+                self._end_the_run(lambda: self.interrupt(),
+                                  lambda seconds: self._sync_lock.acquire(timeout=seconds))
+            try:
+                self._slot.settle()
+                self._use_sync().run(self._stop_op())
+                self._sync.close()
+            finally:
+                self._sync_lock.release()
         finally:
-            self._sync_lock.release()
+            self._state.stopping = False
         return self._stopped()
 
     async def astop(self) -> CodeBoxStatus:
         driver = self._driver()
-        if driver.lock.locked():
-            await asyncio.to_thread(self._end_the_run, lambda: self._sync.run(self._interrupt_op()),
-                                    lambda seconds: _acquire(driver, seconds))
-        else:
-            await driver.lock.acquire()
         try:
-            await self._slot.asettle()
-            await driver.run(self._stop_op())
-            await driver.close()
+            if driver.lock.locked():
+                await asyncio.to_thread(self._end_the_run,
+                                        lambda: self._sync.run(self._interrupt_op()),
+                                        lambda seconds: _acquire(driver, seconds))
+            else:
+                await driver.lock.acquire()
+            try:
+                await self._slot.asettle()
+                await driver.run(self._stop_op())
+                await driver.close()
+            finally:
+                driver.lock.release()
         finally:
-            driver.lock.release()
+            self._state.stopping = False
         return self._stopped()
 
     def _end_the_run(self, interrupt: Callable[[], Any], take: Callable[[float], bool]) -> None:
@@ -309,7 +320,12 @@ class LocalBox(BaseBox):
         Raises:
             CodeBoxError: The run still holds the box.
         """
+        self._state.stopping = True  # the run must not start a kernel in its place
         grace = self.settings.interrupt_timeout
+        if not self._kernel_removes_root():
+            # Its kernel goes anyway: wait only as long as a run that heeds the interrupt
+            # needs to end cleanly.
+            grace = min(grace, _STOP_GRACE)
         for end in (interrupt, self._delete_kernel):
             try:
                 end()

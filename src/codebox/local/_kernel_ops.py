@@ -167,6 +167,7 @@ class KernelState:
     root: str | None = None
     needs_setup: bool = False
     lost: bool = False  # the kernel was replaced and the user has not been told yet
+    stopping: bool = False  # stop() is taking the kernel from a run in another thread or task
     session: jupyter.Session = field(default_factory=jupyter.Session)
 
 
@@ -200,6 +201,8 @@ def http(st: KernelState, what: str, method: str, path: str, body: Any = None,
 
 def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
     """Make sure the box has a live kernel, connected and set up; start one if needed."""
+    if st.stopping:
+        raise CodeBoxError("the box is being stopped")
     if st.kernel_id is not None and st.address is not None:
         try:
             yield Connect(st.address, st.kernel_id, cfg.start_timeout)
@@ -501,8 +504,10 @@ def execute(st: KernelState, cfg: KernelConfig, code: str, timeout: float | None
                                "restarted without it): its state is gone; the next run "
                                "starts a new kernel"))
     except CodeBoxConnectionError as exc:
-        # Find out now whether the kernel survived, so this run can say which it was.
         yield Disconnect()
+        if st.stopping:  # its kernel was taken away: no new one for a box being stopped
+            return ex.output(_died("the box was stopped while this code ran"))
+        # Find out now whether the kernel survived, so this run can say which it was.
         yield from ensure_kernel(st, cfg)
         if st.lost:
             st.lost = False
