@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,19 @@ class GatewayProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def refuses(self) -> bool:
+        """Whether its port refuses connections: it is exiting (a killed process closes its
+        sockets before its last threads end and it can be reaped) or broken. A busy one
+        still accepts."""
+        assert self.port is not None
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False  # no answer in time: busy, not refusing
+        return False
+
     def _drain(self) -> None:
         assert self._proc.stdout is not None
         for raw in self._proc.stdout:
@@ -189,14 +203,15 @@ class SharedGateway:
         *, refused: GatewayAddress | None = None,
     ) -> GatewayAddress:
         """The address for a user that already holds the gateway (respawned if it died).
-        ``refused``: an address that refused a connection; if it is still the current
-        gateway's, that gateway is on its way out (a killed process can refuse connections
-        before it can be reaped): it is closed and replaced."""
+        ``refused``: an address that could not be reached; if it is the current gateway's
+        and that gateway refuses connections, it is on its way out: it is closed and
+        replaced."""
         with self._lock:
             proc = self._process
             if (proc is not None and refused is not None
-                    and refused.generation == self._generation and proc.alive()):
-                log.warning("the Kernel Gateway (pid %s) refused a connection; replacing it",
+                    and refused.generation == self._generation and proc.alive()
+                    and proc.refuses()):
+                log.warning("the Kernel Gateway (pid %s) refuses connections; replacing it",
                             proc.pid)
                 proc.close(2.0)
             return self._address(settings, sandbox)

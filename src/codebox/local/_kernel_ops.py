@@ -47,8 +47,8 @@ OnProgress = Callable[[int, int], Any]
 @dataclass(frozen=True)
 class Gateway:
     """Get the gateway's address (spawning or replacing a gateway if the box owns one).
-    ``refused``: the address that just refused a connection; a gateway the box owns is
-    replaced even if its process has not exited yet."""
+    ``refused``: the address that could not be reached just now; a gateway the box owns is
+    replaced if it refuses connections, even if its process has not exited yet."""
 
     refused: GatewayAddress | None = None
 
@@ -217,8 +217,9 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
         except CodeBoxConnectionError:
             if not st.address.pool:
                 raise  # a gateway given by URL: not ours to replace
-            # Ours refused: it is exiting. A killed gateway closes its socket before the
-            # last of its threads ends, and only then can it be reaped: replace it now.
+            # Ours may be exiting: a killed gateway closes its socket before the last of its
+            # threads ends, and only then can it be reaped. Ask again (it is replaced if it
+            # refuses connections) and try once more.
             st.address = yield Gateway(refused=st.address)
             st.kernel_id = yield from _new_kernel(st, cfg)
         st.needs_setup = True
