@@ -36,6 +36,9 @@ def params(func) -> list[str]:
     (KernelManager, "_async_launch_kernel", ["self", "kernel_cmd", "kw"]),
     (LocalProvisioner, "launch_kernel", ["self", "cmd", "kwargs"]),
     (KernelSpecManager, "_kernel_dirs_default", ["self"]),
+    # A message-mode interrupt is sent by the gateway itself, which waits for the reply.
+    (MultiKernelManager, "interrupt_kernel", ["self", "kernel_id"]),
+    (KernelManager, "_connect_control_socket", ["self"]),
 ])
 def test_overridden_methods_exist_with_their_parameters(cls, method, expected):
     assert params(getattr(cls, method)) == expected
@@ -72,3 +75,11 @@ def test_attributes_the_overrides_touch_exist():
         assert name in launch, name
     assert "_reconcile_connection_info(connection_info)" in inspect.getsource(
         KernelManager._async_launch_kernel)
+
+
+def test_a_message_mode_interrupt_is_sent_on_the_managers_control_socket():
+    # What `_interrupt_by_message` does in its place (and then waits for the reply).
+    source = inspect.getsource(KernelManager._async_interrupt_kernel)
+    for name in ('interrupt_mode == "message"', "self._connect_control_socket()",
+                 "self.session.send(self._control_socket, msg)"):
+        assert name in source, name

@@ -210,6 +210,40 @@ class Pools:
                 del self.pools[key]
 
 
+INTERRUPT_WAIT = 2.0
+"""Most seconds an interrupt request waits for a message-mode kernel to take it."""
+_interrupting: Any = None  # kernel manager -> lock (a WeakKeyDictionary, made on first use)
+
+
+async def _interrupt_by_message(km: Any) -> None:
+    """Send ``interrupt_request`` on the control channel and answer once the kernel replied
+    (or after `INTERRUPT_WAIT` s). jupyter_client answers as soon as it has sent it, so an
+    interrupt meant for a run that is ending could be taken after the next run began, and
+    stop that one instead. A kernel that replied has taken it. One at a time per kernel:
+    each waits for its own reply on the shared control socket."""
+    import asyncio
+    import weakref
+
+    global _interrupting
+    if _interrupting is None:
+        _interrupting = weakref.WeakKeyDictionary()
+    async with _interrupting.setdefault(km, asyncio.Lock()):
+        msg = km.session.msg("interrupt_request", content={})
+        km._connect_control_socket()
+        socket = km._control_socket
+        km.session.send(socket, msg)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + INTERRUPT_WAIT
+        while (left := end - loop.time()) > 0:
+            if not await socket.poll(left * 1000):
+                return
+            # Replies nobody read (to earlier shutdown requests) are skipped.
+            _, parts = km.session.feed_identities(await socket.recv_multipart())
+            reply = km.session.deserialize(parts, content=False)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                return
+
+
 def _unread(parts: list[Any]) -> bool:
     """An IOPub message codebox clients never read: ``execute_input``, or a ``busy`` status
     of a request (parentless statuses — starting, restarting, dead — always pass)."""
@@ -223,6 +257,7 @@ def _unread(parts: list[Any]) -> bool:
 def _build_app(settings: dict[str, Any], head: Any = None) -> Any:
     """The gateway app; ``head`` is the `_head_start.HeadStart` of the first pool kernel."""
     from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.utils import ensure_async
     from jupyter_server.services.kernels.connection.channels import (
         ZMQChannelsWebsocketConnection,
     )
@@ -285,6 +320,13 @@ def _build_app(settings: dict[str, Any], head: Any = None) -> Any:
             if head is not None and kernel_id == head.kernel_id:
                 head.arm(km)
             return km, name, kernel_id
+
+        async def interrupt_kernel(self, kernel_id: str) -> None:
+            km = self.get_kernel(kernel_id)
+            spec = km.kernel_spec
+            if spec is None or spec.interrupt_mode != "message" or not km.ready.done():
+                return await ensure_async(super().interrupt_kernel(kernel_id))
+            await _interrupt_by_message(km)
 
         def start_watching_activity(self, kernel_id: str) -> None:
             kernel = self._kernels[kernel_id]
