@@ -49,6 +49,11 @@ class StreamSlot:
             if self._open is stream:
                 self._open = None
 
+    @property
+    def taken(self) -> bool:
+        """Whether a stream is open (its run may be going on in the kernel)."""
+        return self._open is not None
+
     def _take(self) -> ChunkStream | AsyncChunkStream | None:
         with self._lock:
             return self._open

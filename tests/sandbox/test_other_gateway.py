@@ -48,3 +48,21 @@ def test_an_untrusting_kernelspec_is_a_ceiling(gateway, policy, refused):
         assert refused in str(info.value) and info.value.http_status == 403, info.value
     finally:
         box.stop()
+
+
+def test_an_interrupt_with_nothing_running_is_not_sent(gateway):
+    # A stock gateway answers a message-mode interrupt as soon as it has sent it: one sent
+    # to an idle box would be taken late, by its next run (made 0.3 s late here, to be sure).
+    from tests.sandbox.test_interrupts import BUSY, SLOW_INTERRUPTS
+
+    url, token = gateway
+    with LocalBox(gateway_url=url, gateway_token=token,
+                  sandbox=Sandbox(max_processes=50)) as box:
+        assert box.run(SLOW_INTERRUPTS).error is None
+        assert box.interrupt() == "interrupted"
+        out = box.run(BUSY)
+        assert (out.content, out.error) == ("'done'", None)
+        # A run in progress is still interrupted.
+        out = box.run("import time\nprint('x', flush=True)\ntime.sleep(30)",
+                      on_output=lambda chunk: box.interrupt())
+        assert out.stdout == "x\n" and out.error.name == "KeyboardInterrupt"

@@ -417,12 +417,23 @@ class LocalBox(BaseBox):
         # No lock: it exists to stop a run that holds it. No kernel: nothing to interrupt.
         if self._state.kernel_id is None:
             return ops.status(self._state)
+        if not self._busy():
+            return CodeBoxStatus(status="interrupted")
         return self._sync.run(ops.interrupt(self._state, self._config()))
 
     async def ainterrupt(self) -> CodeBoxStatus:
         if self._state.kernel_id is None:
             return ops.status(self._state)
+        if not self._busy():
+            return CodeBoxStatus(status="interrupted")
         return await self._driver().run(ops.interrupt(self._state, self._config()))
+
+    def _busy(self) -> bool:
+        """Whether an operation or an open stream holds the box. With nothing running, an
+        interrupt is not sent: a sandboxed kernel takes it as a message, which may arrive
+        after the next run has begun, and interrupt that."""
+        return (self._sync_lock.locked() or self._slot.taken
+                or (self._async is not None and self._async.lock.locked()))
 
     def restart(self) -> CodeBoxStatus:
         return self._call(ops.restart(self._state, self._config()))
