@@ -365,3 +365,27 @@ def test_a_gateway_given_by_url_that_refuses_is_an_error_not_a_replacement():
     with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
         kernel.drive(ops.execute(st, CFG, "x", timeout=None))
     assert all(r.refused is None for r in kernel.requests if isinstance(r, ops.Gateway))
+
+
+def test_taking_a_lock_within_a_time_reports_exactly_whether_it_took_it():
+    # `stop()` takes an async box's lock from a thread, within a grace: a lock taken just
+    # as the grace ends must be reported taken (or it stays locked forever), and a lock
+    # reported not taken must not be taken later.
+    from codebox.local._box import _take
+
+    async def main() -> None:
+        for i in range(200):
+            lock = asyncio.Lock()
+            await lock.acquire()
+            released = asyncio.Event()
+
+            def release(lock=lock, released=released) -> None:
+                lock.release()
+                released.set()
+
+            asyncio.get_running_loop().call_later(0.001 * (i % 3), release)  # near the end
+            taken = await _take(lock, 0.001)
+            await asyncio.wait_for(released.wait(), 5)
+            assert lock.locked() == taken, i  # taken by us, or by nobody once released
+
+    asyncio.run(main())

@@ -50,6 +50,26 @@ def test_cancelling_arun_interrupts_the_kernel():
     asyncio.run(main())
 
 
+def test_a_cancelled_astop_leaves_the_box_usable():
+    # astop() waits, in a thread, for a run that ignores interrupts to let go of the box;
+    # cancelled meanwhile (a caller's deadline), the box must not stay locked forever.
+    async def main():
+        async with LocalBox() as box:
+            started = asyncio.Event()
+            run = asyncio.create_task(box.arun(
+                "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                "print('stubborn', flush=True)\ntime.sleep(60)",
+                on_output=lambda c: started.set()))
+            await asyncio.wait_for(started.wait(), 20)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(box.astop(), 0.2)
+            await asyncio.wait_for(run, 30)  # its kernel was deleted under it
+            out = await asyncio.wait_for(box.arun("1 + 1"), 60)
+            assert out.content == "2"
+
+    asyncio.run(main())
+
+
 def test_ctrl_c_during_run_interrupts_the_kernel():
     with LocalBox() as box:
         box.run("n = 5")

@@ -12,7 +12,6 @@ the same user on the same machine: it is not a security boundary. ``sandbox=True
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import getpass
 import logging
 import os
@@ -48,14 +47,26 @@ logger = logging.getLogger(__name__)
 
 
 def _acquire(driver: AsyncDriver, seconds: float) -> bool:
-    """Take an async driver's lock from another thread, within ``seconds``."""
-    future = asyncio.run_coroutine_threadsafe(driver.lock.acquire(), driver.loop)
+    """Take an async driver's lock from another thread, within ``seconds``. The waiting is
+    done on the driver's loop: only there can a lock taken at the last moment be told from
+    one not taken (cancelling from here could lose it, taken, forever)."""
+    return asyncio.run_coroutine_threadsafe(_take(driver.lock, seconds), driver.loop).result()
+
+
+def _release_if_taken(ending: asyncio.Future[None], driver: AsyncDriver) -> None:
+    """``ending`` (`LocalBox._end_the_run`) took the driver's lock unless it failed."""
+    if not ending.cancelled() and ending.exception() is None:
+        driver.lock.release()
+
+
+async def _take(lock: asyncio.Lock, seconds: float) -> bool:
+    taking = asyncio.ensure_future(lock.acquire())
+    await asyncio.wait({taking}, timeout=seconds)
+    taking.cancel()  # no effect if it was taken
     try:
-        return future.result(seconds)
-    except concurrent.futures.TimeoutError:
-        if future.cancel():
-            return False
-        return future.result()  # it was acquired meanwhile: keep it
+        return await taking
+    except asyncio.CancelledError:
+        return False
 
 
 def _os_user() -> str:
@@ -297,9 +308,16 @@ class LocalBox(BaseBox):
         driver = self._driver()
         try:
             if driver.lock.locked():
-                await asyncio.to_thread(self._end_the_run,
-                                        lambda: self._sync.run(self._interrupt_op()),
-                                        lambda seconds: _acquire(driver, seconds))
+                ending = asyncio.ensure_future(asyncio.to_thread(
+                    self._end_the_run, lambda: self._sync.run(self._interrupt_op()),
+                    lambda seconds: _acquire(driver, seconds)))
+                try:
+                    await asyncio.shield(ending)
+                except asyncio.CancelledError:
+                    # The thread goes on: should it take the lock, nobody else will give it
+                    # back.
+                    ending.add_done_callback(lambda done: _release_if_taken(done, driver))
+                    raise
             else:
                 await driver.lock.acquire()
             try:
