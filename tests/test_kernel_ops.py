@@ -321,15 +321,16 @@ class Dying(ScriptedKernel):
     """Its own gateway (``pool``), killed after k1 started: connections to it are refused,
     and the box is handed its address once more before it can be reaped."""
 
-    def __init__(self, pool: bool = True):
+    def __init__(self, pool: bool = True, replaced: bool = True):
         super().__init__()
         self.pool = pool
+        self.replaced = replaced  # whether a refusal finds it refusing (and replaces it)
         self.dead = False
 
     def answer(self, req):
         if isinstance(req, ops.Gateway):
             self.requests.append(req)
-            generation = 2 if req.refused is not None else 1
+            generation = 2 if req.refused is not None and self.replaced else 1
             return GatewayAddress(f"http://gateway-{generation}.test", "t", generation,
                                   pool=self.pool)
         if self.dead and getattr(req, "address", None) is not None \
@@ -389,3 +390,16 @@ def test_taking_a_lock_within_a_time_reports_exactly_whether_it_took_it():
             assert lock.locked() == taken, i  # taken by us, or by nobody once released
 
     asyncio.run(main())
+
+
+def test_a_gateway_that_is_kept_after_a_failed_start_is_not_asked_twice():
+    # A reset connection to a live gateway: it is kept, and the start is not repeated on it
+    # (the first request may have started a kernel already).
+    kernel = Dying(replaced=False)
+    st = ops.KernelState()
+    kernel.drive(ops.execute(st, CFG, "x = 1", timeout=None))
+    kernel.dead = True
+    with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
+        kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    pools = [r for r in kernel.requests if isinstance(r, ops.Http) and r.path == "/codebox/pool"]
+    assert len(pools) == 2  # the first run's, and one for the second run: not retried

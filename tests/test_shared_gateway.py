@@ -65,3 +65,13 @@ def test_a_gateway_that_died_is_replaced_without_a_report(shared):
     first = shared.acquire(SETTINGS)
     FakeProcess.started[0].running = False
     assert shared.current(SETTINGS).generation == first.generation + 1
+
+
+def test_refuses_tells_a_closed_port_from_a_listening_one():
+    import socket
+
+    probe = object.__new__(_gateway.GatewayProcess)  # only its port matters here
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        probe.port = listening.getsockname()[1]
+        assert not probe.refuses()
+    assert probe.refuses()  # closed now: nothing listens there

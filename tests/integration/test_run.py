@@ -63,9 +63,12 @@ def test_a_cancelled_astop_leaves_the_box_usable():
             await asyncio.wait_for(started.wait(), 20)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(box.astop(), 0.2)
-            await asyncio.wait_for(run, 30)  # its kernel was deleted under it
-            out = await asyncio.wait_for(box.arun("1 + 1"), 60)
-            assert out.content == "2"
+            out = await asyncio.wait_for(run, 30)  # its kernel was deleted under it
+            assert "the box was stopped" in out.error.value
+            # Not locked, not "being stopped": the next run says the kernel went, once.
+            lost = await asyncio.wait_for(box.arun("1 + 1"), 60)
+            assert lost.error.name == "KernelDiedError" and "did not run" in lost.error.value
+            assert (await asyncio.wait_for(box.arun("1 + 1"), 60)).content == "2"
 
     asyncio.run(main())
 

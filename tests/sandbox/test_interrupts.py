@@ -6,7 +6,11 @@ control handler is slowed down), so that any such interrupt surely lands in the 
 
 from __future__ import annotations
 
+import httpx
 import pytest
+
+from codebox import LocalBox
+from codebox.local._gateway import shared_gateway
 
 SLOW_INTERRUPTS = (
     "import time\n"
@@ -50,3 +54,18 @@ def test_an_interrupt_still_stops_a_run(box):
     out = box.run("import time\nprint('x', flush=True)\ntime.sleep(30)",
                   on_output=lambda chunk: box.interrupt())
     assert out.stdout == "x\n" and out.error.name == "KeyboardInterrupt"
+
+
+def test_the_spawned_gateway_answers_an_interrupt_once_the_kernel_took_it():
+    # Straight to the gateway (a box sends none with nothing running): had it answered
+    # before the kernel took the message, the kernel would take it during the next run.
+    with LocalBox(sandbox=True) as box:
+        assert box.run(SLOW_INTERRUPTS).error is None
+        proc = shared_gateway._process
+        assert proc is not None
+        answer = httpx.post(f"{proc.url}/api/kernels/{box.kernel_id}/interrupt",
+                            headers={"Authorization": f"token {proc.token}"},
+                            trust_env=False, timeout=10)
+        assert answer.status_code == 204
+        out = box.run(BUSY)
+        assert (out.content, out.error) == ("'done'", None)

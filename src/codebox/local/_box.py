@@ -12,6 +12,7 @@ the same user on the same machine: it is not a security boundary. ``sandbox=True
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import getpass
 import logging
 import os
@@ -50,13 +51,18 @@ def _acquire(driver: AsyncDriver, seconds: float) -> bool:
     """Take an async driver's lock from another thread, within ``seconds``. The waiting is
     done on the driver's loop: only there can a lock taken at the last moment be told from
     one not taken (cancelling from here could lose it, taken, forever)."""
-    return asyncio.run_coroutine_threadsafe(_take(driver.lock, seconds), driver.loop).result()
+    future = asyncio.run_coroutine_threadsafe(_take(driver.lock, seconds), driver.loop)
+    try:
+        return future.result(seconds + 5.0)
+    except concurrent.futures.TimeoutError:
+        # Its loop does not run: should it run again, give back what it takes then.
+        future.add_done_callback(lambda taken: _give_back(taken, driver))
+        return False
 
 
-def _release_if_taken(ending: asyncio.Future[None], driver: AsyncDriver) -> None:
-    """``ending`` (`LocalBox._end_the_run`) took the driver's lock unless it failed."""
-    if not ending.cancelled() and ending.exception() is None:
-        driver.lock.release()
+def _give_back(taken: concurrent.futures.Future[bool], driver: AsyncDriver) -> None:
+    if not taken.cancelled() and taken.exception() is None and taken.result():
+        driver.loop.call_soon_threadsafe(driver.lock.release)
 
 
 async def _take(lock: asyncio.Lock, seconds: float) -> bool:
@@ -292,8 +298,8 @@ class LocalBox(BaseBox):
     def stop(self) -> CodeBoxStatus:
         try:
             if not self._sync_lock.acquire(blocking=False):
-                self._end_the_run(lambda: self.interrupt(),
-                                  lambda seconds: self._sync_lock.acquire(timeout=seconds))
+                self._state.stopping = True  # the run must not start a kernel in its place
+                self._end_the_run(lambda seconds: self._sync_lock.acquire(timeout=seconds))
             try:
                 self._slot.settle()
                 self._use_sync().run(self._stop_op())
@@ -306,31 +312,38 @@ class LocalBox(BaseBox):
 
     async def astop(self) -> CodeBoxStatus:
         driver = self._driver()
-        try:
-            if driver.lock.locked():
-                ending = asyncio.ensure_future(asyncio.to_thread(
-                    self._end_the_run, lambda: self._sync.run(self._interrupt_op()),
-                    lambda seconds: _acquire(driver, seconds)))
-                try:
-                    await asyncio.shield(ending)
-                except asyncio.CancelledError:
-                    # The thread goes on: should it take the lock, nobody else will give it
-                    # back.
-                    ending.add_done_callback(lambda done: _release_if_taken(done, driver))
-                    raise
-            else:
-                await driver.lock.acquire()
+        if driver.lock.locked():
+            self._state.stopping = True  # the run must not start a kernel in its place
+            ending = asyncio.ensure_future(asyncio.to_thread(
+                self._end_the_run, lambda seconds: _acquire(driver, seconds)))
             try:
-                await self._slot.asettle()
-                await driver.run(self._stop_op())
-                await driver.close()
-            finally:
-                driver.lock.release()
+                await asyncio.shield(ending)
+            except asyncio.CancelledError:
+                # The thread goes on; when it ends, undo what it did for a stop that is gone.
+                ending.add_done_callback(lambda done: self._stop_abandoned(done, driver))
+                raise
+            except BaseException:
+                self._state.stopping = False
+                raise
+        else:
+            await driver.lock.acquire()
+        try:
+            await self._slot.asettle()
+            await driver.run(self._stop_op())
+            await driver.close()
         finally:
+            driver.lock.release()
             self._state.stopping = False
         return self._stopped()
 
-    def _end_the_run(self, interrupt: Callable[[], Any], take: Callable[[float], bool]) -> None:
+    def _stop_abandoned(self, ending: asyncio.Future[None], driver: AsyncDriver) -> None:
+        """``ending`` (`_end_the_run` for an astop() that was cancelled) took the lock unless
+        it failed: give it back, and let the box start kernels again."""
+        self._state.stopping = False
+        if not ending.cancelled() and ending.exception() is None:
+            driver.lock.release()
+
+    def _end_the_run(self, take: Callable[[float], bool]) -> None:
         """Take the box's lock from a run (or stream) in another thread or task, so that
         `stop` never waits for it: interrupt the run; if it ignores that, delete its kernel
         from under it.
@@ -338,13 +351,12 @@ class LocalBox(BaseBox):
         Raises:
             CodeBoxError: The run still holds the box.
         """
-        self._state.stopping = True  # the run must not start a kernel in its place
         grace = self.settings.interrupt_timeout
         if not self._kernel_removes_root():
             # Its kernel goes anyway: wait only as long as a run that heeds the interrupt
             # needs to end cleanly.
             grace = min(grace, _STOP_GRACE)
-        for end in (interrupt, self._delete_kernel):
+        for end in (self.interrupt, self._delete_kernel):
             try:
                 end()
             except CodeBoxError as exc:
@@ -353,9 +365,6 @@ class LocalBox(BaseBox):
                 return
         if not take(self.settings.timeout):
             raise CodeBoxError("stop(): an operation in progress holds the box and does not end")
-
-    def _interrupt_op(self) -> ops.Op:
-        return ops.interrupt(self._state, self._config())
 
     def _delete_kernel(self) -> None:
         """Delete the kernel over a connection of its own (the box's is busy), and cut the
@@ -442,9 +451,9 @@ class LocalBox(BaseBox):
     async def ainterrupt(self) -> CodeBoxStatus:
         if self._state.kernel_id is None:
             return ops.status(self._state)
-        if not self._busy():
-            return CodeBoxStatus(status="interrupted")
-        return await self._driver().run(ops.interrupt(self._state, self._config()))
+        # As interrupt() does, from a thread: an HTTP request, on no websocket (switching the
+        # box to its async driver would cut a sync run's connection).
+        return await asyncio.to_thread(self.interrupt)
 
     def _busy(self) -> bool:
         """Whether an operation or an open stream holds the box. With nothing running, an

@@ -214,6 +214,7 @@ class SharedGateway:
                 log.warning("the Kernel Gateway (pid %s) refuses connections; replacing it",
                             proc.pid)
                 proc.close(2.0)
+                self._process = None
             return self._address(settings, sandbox)
 
     def _address(

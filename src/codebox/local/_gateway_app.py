@@ -210,7 +210,7 @@ class Pools:
                 del self.pools[key]
 
 
-INTERRUPT_WAIT = 2.0
+INTERRUPT_WAIT = 1.0
 """Most seconds an interrupt request waits for a message-mode kernel to take it."""
 _interrupting: Any = None  # kernel manager -> lock (a WeakKeyDictionary, made on first use)
 
@@ -224,6 +224,8 @@ async def _interrupt_by_message(km: Any) -> None:
     import asyncio
     import weakref
 
+    import zmq
+
     global _interrupting
     if _interrupting is None:
         _interrupting = weakref.WeakKeyDictionary()
@@ -235,11 +237,18 @@ async def _interrupt_by_message(km: Any) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + INTERRUPT_WAIT
         while (left := end - loop.time()) > 0:
-            if not await socket.poll(left * 1000):
-                return
+            try:
+                if not await socket.poll(left * 1000):
+                    return
+                _, parts = km.session.feed_identities(await socket.recv_multipart())
+                reply = km.session.deserialize(parts, content=False)
+            except ValueError:
+                continue  # not a message of this session
+            except (asyncio.CancelledError, zmq.ZMQError):
+                if socket.closed:
+                    return  # the kernel was restarted or shut down meanwhile
+                raise
             # Replies nobody read (to earlier shutdown requests) are skipped.
-            _, parts = km.session.feed_identities(await socket.recv_multipart())
-            reply = km.session.deserialize(parts, content=False)
             if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
                 return
 

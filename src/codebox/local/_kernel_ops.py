@@ -219,8 +219,10 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op:
                 raise  # a gateway given by URL: not ours to replace
             # Ours may be exiting: a killed gateway closes its socket before the last of its
             # threads ends, and only then can it be reaped. Ask again (it is replaced if it
-            # refuses connections) and try once more.
-            st.address = yield Gateway(refused=st.address)
+            # refuses connections); on a new one, try once more.
+            refused, st.address = st.address, (yield Gateway(refused=st.address))
+            if st.address.generation == refused.generation:
+                raise
             st.kernel_id = yield from _new_kernel(st, cfg)
         st.needs_setup = True
         yield Connect(st.address, st.kernel_id, cfg.start_timeout)
