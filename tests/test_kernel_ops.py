@@ -358,13 +358,18 @@ def test_a_dying_gateway_that_refuses_is_replaced_and_the_run_says_state_is_gone
     assert kernel.drive(ops.execute(st, CFG, "1", timeout=None), flavour=flavour).error is None
 
 
-def test_a_gateway_given_by_url_that_refuses_is_an_error_not_a_replacement():
-    kernel = Dying(pool=False)
+def _run_after_its_gateway_died(kernel: Dying) -> None:
+    """A run on a live gateway, then one after it died: that one must raise."""
     st = ops.KernelState()
     kernel.drive(ops.execute(st, CFG, "x = 1", timeout=None))
     kernel.dead = True
     with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
         kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+
+
+def test_a_gateway_given_by_url_that_refuses_is_an_error_not_a_replacement():
+    kernel = Dying(pool=False)
+    _run_after_its_gateway_died(kernel)
     assert all(r.refused is None for r in kernel.requests if isinstance(r, ops.Gateway))
 
 
@@ -396,10 +401,6 @@ def test_a_gateway_that_is_kept_after_a_failed_start_is_not_asked_twice():
     # A reset connection to a live gateway: it is kept, and the start is not repeated on it
     # (the first request may have started a kernel already).
     kernel = Dying(replaced=False)
-    st = ops.KernelState()
-    kernel.drive(ops.execute(st, CFG, "x = 1", timeout=None))
-    kernel.dead = True
-    with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
-        kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    _run_after_its_gateway_died(kernel)
     pools = [r for r in kernel.requests if isinstance(r, ops.Http) and r.path == "/codebox/pool"]
     assert len(pools) == 2  # the first run's, and one for the second run: not retried

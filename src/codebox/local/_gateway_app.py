@@ -33,6 +33,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 
@@ -212,7 +213,8 @@ class Pools:
 
 INTERRUPT_WAIT = 1.0
 """Most seconds an interrupt request waits for a message-mode kernel to take it."""
-_interrupting: Any = None  # kernel manager -> lock (a WeakKeyDictionary, made on first use)
+_interrupting: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+"""Kernel manager -> the lock of its interrupts."""
 
 
 async def _interrupt_by_message(km: Any) -> None:
@@ -222,13 +224,9 @@ async def _interrupt_by_message(km: Any) -> None:
     stop that one instead. A kernel that replied has taken it. One at a time per kernel:
     each waits for its own reply on the shared control socket."""
     import asyncio
-    import weakref
 
     import zmq
 
-    global _interrupting
-    if _interrupting is None:
-        _interrupting = weakref.WeakKeyDictionary()
     async with _interrupting.setdefault(km, asyncio.Lock()):
         msg = km.session.msg("interrupt_request", content={})
         km._connect_control_socket()
