@@ -208,9 +208,12 @@ def test_a_gateway_reported_unreachable_is_replaced_only_if_it_refuses_connectio
         # A live gateway (a connection reset by chance) keeps its kernels.
         assert shared_gateway.current(box.settings, refused=address) == address
         assert shared_gateway.pid == pid and box.run("state").content == "1"
-        # A killed one refuses before it can be reaped: replaced at once either way.
+        # A killed one refuses before it can be reaped: replaced at once either way. (What
+        # the box reports is a refusal it met: wait for that, not only for the zombie.)
+        proc = shared_gateway._process
+        assert proc is not None
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not _alive(pid), timeout=10)
+        wait_until(proc.refuses, timeout=10)
         new = shared_gateway.current(box.settings, refused=address)
         assert new.generation == address.generation + 1 and new.url != address.url
         assert shared_gateway.pid not in (None, pid)
