@@ -15,12 +15,14 @@ from .base import BaseBox
 from .errors import CodeBoxError, SandboxUnavailableError
 from .sandbox import Sandbox
 from .schema import (
+    BoxInfo,
     CodeBoxFile,
     CodeBoxOutput,
     CodeBoxStatus,
     CommandResult,
     ExecError,
     OutputChunk,
+    Snapshot,
 )
 from .settings import CodeBoxSettings
 
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseBox",
+    "BoxInfo",
     "CodeBox",
     "CodeBoxError",
     "CodeBoxFile",
@@ -40,16 +43,22 @@ __all__ = [
     "OutputChunk",
     "Sandbox",
     "SandboxUnavailableError",
+    "Snapshot",
+    "Template",
     "__version__",
+    "abuild_template",
+    "build_template",
 ]
 
 if TYPE_CHECKING:
     from .local import LocalBox
     from .remote import CodeBox
+    from .templates import Template, abuild_template, build_template
 
-_LAZY = {"LocalBox": ".local", "CodeBox": ".remote"}
+_LAZY = {"LocalBox": ".local", "CodeBox": ".remote", "Template": ".templates",
+         "build_template": ".templates", "abuild_template": ".templates"}
 """Loaded on first use: a `CodeBox` with a key never imports the gateway or websockets, a
-`LocalBox` never imports the REST client."""
+`LocalBox` never imports the REST client, neither imports the template builder."""
 
 
 def _public(obj: Any) -> Any:

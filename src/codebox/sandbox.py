@@ -4,10 +4,12 @@
 
     LocalBox(sandbox=True)                                  # the default policy
     LocalBox(sandbox=Sandbox(network=True, memory_mb=4096))
+    LocalBox(sandbox=Sandbox(network=["pypi.org", "*.example.com:443"]))
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,25 +21,44 @@ class Sandbox(BaseModel):
     its own processes; nothing else of the machine.
 
     Attributes:
-        network: Share the host's network (needed by `install`). Without it the box has
-            only a loopback of its own: nothing on the host's 127.0.0.1 is reachable.
+        network: What the box may connect to, through codebox's proxy on the host (the box
+            never joins the host's network: its own loopback is all it has). ``False``:
+            nothing. ``True``: public addresses. A list: exactly the hosts (``*.`` matches
+            subdomains), IPs or CIDRs it names, each with an optional ``:port`` (IPv6 with a
+            port in brackets), and ``host.codebox.internal[:port]`` for the host's loopback.
+            Private, link-local (cloud metadata) and multicast addresses are reachable only
+            when an entry names them by IP or CIDR; the host's loopback never by IP.
+            `install` needs none of it. See docs/concepts/sandbox.md.
         memory_mb: Most memory of the kernel, in MiB (None: no limit). Past it a run ends
             with a ``MemoryError`` (or the kernel dies, out of memory); the box lives on.
         max_processes: Most processes and threads in the box (None: no limit).
-        disk_mb: Most MiB one file in the box may grow to, and the size of its ``/tmp``
-            (None: no limit). Past it writes fail with ``OSError``.
+        disk_mb: Most MiB one file in the box may grow to, the size of its ``/tmp``, and,
+            where codebox runs as root and made the box's directory, the size of its
+            working directory, with at most 64 files per MiB (None: no limit). Past it
+            writes fail with ``OSError``.
         env: Variables set in the kernel, beside a minimal ``PATH``, ``HOME``, ``LANG``.
         read_only_paths: Host paths the box may read (bound at the same place).
+        output_limit: Most bytes of output one run sends out of the box, every kind
+            together; a run's output past it, or one message past it, is cut and marked
+            truncated (None: the gateway's limit, 16 MiB by default).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    network: bool = False
+    network: bool | list[str] = False
     memory_mb: int | None = Field(2048, gt=0)
     max_processes: int | None = Field(256, gt=0)
     disk_mb: int | None = Field(2048, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
     read_only_paths: list[str] = Field(default_factory=list)
+    output_limit: int | None = Field(None, gt=0)
+
+    @field_validator("network")
+    @classmethod
+    def _check_network(cls, value: bool | list[str]) -> bool | list[str]:
+        from .local._egress import Policy
+
+        return Policy(value).value
 
     @field_validator("env")
     @classmethod
@@ -61,6 +82,35 @@ class Sandbox(BaseModel):
 
     def __hash__(self) -> int:
         return hash(self.model_dump_json())
+
+
+def parse_network(value: Any) -> Any:
+    """A network policy as settings and command lines write it: ``true``/``false``, a JSON
+    list, or entries separated by commas (``pypi.org,*.example.com:443``). Anything but a
+    string is returned as it is, for the model to check."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off", ""):
+        return False
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"network: not a JSON list ({exc})") from None
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def with_network(value: bool | Sandbox | None, network: bool | list[str] | None
+                 ) -> bool | Sandbox | None:
+    """The sandbox setting ``value`` with its network policy replaced by ``network`` (None:
+    left as it is; no sandbox stays none)."""
+    if network is None or value is None or value is False:
+        return value
+    base = Sandbox() if value is True else value
+    return Sandbox(**{**base.model_dump(), "network": network})
 
 
 def resolve(value: bool | Sandbox | None, default: bool | Sandbox | None) -> Sandbox | None:

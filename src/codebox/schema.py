@@ -7,11 +7,12 @@ import binascii
 import html
 import json
 import os
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _REPR_LIMIT = 60
 
@@ -51,26 +52,41 @@ class OutputChunk(BaseModel):
     ``type`` is ``"stdout"``, ``"stderr"``, ``"text"`` (an execute result's ``text/plain``),
     ``"error"`` (content ``"Name: value"``), or the MIME type of rich display data
     (``"image/png"`` as base64 without a data-URL prefix, ``"image/svg+xml"``, ``"text/html"``,
-    ``"application/json"``, ...).
+    ``"application/json"``, ...): the richest part of the display, whose text is ``content``.
+    A display or a result also keeps its whole MIME bundle in ``data`` (the ``text/plain``
+    alt text of a plot beside its PNG), and the id it can be updated by in ``display_id``.
+
+    While a run streams, a chunk of type ``"clear_output"`` (`CLEAR_OUTPUT`) says the code
+    cleared its output; `fold_chunks` turns live chunks into what a notebook shows.
     """
 
     model_config = ConfigDict(frozen=True)
 
     type: str
     content: str
+    data: dict[str, Any] | None = None
+    """The whole MIME bundle of a display or a result (``{mime: value}``), else None."""
+    display_id: str | None = None
+    """The id of the display this chunk shows; a later chunk with the same id replaces it."""
 
     def __str__(self) -> str:
         return self.content
 
     def __repr__(self) -> str:
-        return f"OutputChunk(type={self.type!r}, content={_short(self.content)!r})"
+        extra = f", data={sorted(self.data)!r}" if self.data else ""
+        if self.display_id is not None:
+            extra += f", display_id={self.display_id!r}"
+        return f"OutputChunk(type={self.type!r}, content={_short(self.content)!r}{extra})"
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
     ) -> dict[str, Any]:
-        """The chunk for Jupyter: its own MIME type (base64 for PNG) and ``text/plain``."""
+        """The chunk for Jupyter: its whole bundle if it has one, else its own MIME type
+        (base64 for PNG); ``text/plain`` in either case."""
         bundle: dict[str, Any] = {"text/plain": self.content if _is_text(self.type) else repr(self)}
-        if self.type == "application/json":
+        if self.data:
+            bundle.update(self.data)
+        elif self.type == "application/json":
             try:
                 bundle["application/json"] = json.loads(self.content)
             except ValueError:
@@ -86,6 +102,80 @@ class OutputChunk(BaseModel):
     def _repr_html_(self) -> str:
         """The chunk as HTML: images inline, HTML as is, text in a ``<pre>`` block."""
         return _chunk_html(self)
+
+
+CLEAR_OUTPUT = "clear_output"
+"""The ``type`` of a live chunk that clears the output before it (``data["wait"]``: only
+when the next output arrives, as Jupyter's ``clear_output(wait=True)``)."""
+
+
+class ChunkFold:
+    """Live chunks folded one by one into what a notebook shows: a ``"clear_output"``
+    chunk clears what came before it (with ``data["wait"]``, at the next output), and a
+    chunk whose ``display_id`` is already shown replaces that display where it stands.
+
+    `fold_chunks` folds a whole list; a stream consumer that renders as chunks arrive can
+    keep one of these and read `chunks` at any time. ``cost`` is bookkeeping for whoever
+    bounds what is kept: the fold sums the costs of the chunks it holds.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[OutputChunk] = []
+        self.cost = 0
+        self.pending_clear = False
+        self._costs: list[int] = []
+        self._where: dict[str, list[int]] = {}  # display_id -> its places in `chunks`
+
+    def freed_by(self, display_id: str | None) -> int:
+        """The cost a new output with ``display_id`` would free (what it replaces or, after
+        a waiting clear, everything)."""
+        if display_id is not None and display_id in self._where:
+            return sum(self._costs[i] for i in self._where[display_id])
+        return self.cost if self.pending_clear else 0
+
+    def shows(self, display_id: str) -> bool:
+        """Whether a chunk of this display is shown."""
+        return display_id in self._where
+
+    def add(self, chunk: OutputChunk, cost: int = 0) -> None:
+        """Fold in one live chunk."""
+        if chunk.type == CLEAR_OUTPUT:
+            if chunk.data and chunk.data.get("wait"):
+                self.pending_clear = True
+            else:
+                self._clear()
+            return
+        places = self._where.get(chunk.display_id) if chunk.display_id is not None else None
+        if places:
+            # An update: every chunk of that display now shows the new one, in place.
+            for i in places:
+                self.cost += cost - self._costs[i]
+                self.chunks[i], self._costs[i] = chunk, cost
+            return
+        if self.pending_clear:
+            self._clear()
+        if chunk.display_id is not None:
+            self._where[chunk.display_id] = [len(self.chunks)]
+        self.chunks.append(chunk)
+        self._costs.append(cost)
+        self.cost += cost
+
+    def _clear(self) -> None:
+        self.chunks, self._costs, self.cost, self.pending_clear = [], [], 0, False
+        self._where = {}
+
+
+def fold_chunks(chunks: Iterable[OutputChunk]) -> list[OutputChunk]:
+    """What a notebook shows at the end of these live chunks (see `ChunkFold`).
+
+    ``run`` computes its result's ``chunks`` this way from the chunks ``stream`` yields, so
+    ``fold_chunks(list(box.stream(code))) == box.run(code).chunks``; for code that neither
+    clears nor updates a display, the fold changes nothing.
+    """
+    fold = ChunkFold()
+    for chunk in chunks:
+        fold.add(chunk)
+    return fold.chunks
 
 
 class ExecError(BaseModel):
@@ -318,3 +408,69 @@ class CommandResult(BaseModel):
         return (f"CommandResult(exit_code={self.exit_code}, "
                 f"stdout={_short(self.stdout)!r}, stderr={_short(self.stderr)!r}{extra})")
 
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # A naive datetime is taken as UTC; an aware one is converted to it.
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class BoxInfo(BaseModel):
+    """One box as `LocalBox.list` / `CodeBox.list` show it. Datetimes are timezone-aware,
+    in UTC.
+
+    Attributes:
+        session_id: The box's session id (`from_id` takes it).
+        status: ``"running"``, ``"starting"``, ``"stopping"`` (its lifetime ran out),
+            ``"paused"``, ...
+        created: When it was started.
+        last_used: When a call last used it.
+        template: The template it started from, if any.
+        expires: When it stops by itself unless used again (None: never).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    status: str
+    created: datetime
+    last_used: datetime
+    template: str | None = None
+    expires: datetime | None = None
+
+    @field_validator("created", "last_used", "expires")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+
+class Snapshot(BaseModel):
+    """A box's state at one moment (`BaseBox.snapshot`): its files, the packages installed
+    into it and its variables; ``LocalBox(snapshot=...)``, ``CodeBox(snapshot=...)`` and
+    `BaseBox.fork` start a box from it.
+
+    Attributes:
+        id: The snapshot's id (for `LocalBox.delete_snapshot`, ``snapshot=``).
+        created: When it was taken (UTC).
+        size: Bytes it takes.
+        unpicklable: The names of the variables that could not be saved (a restored box
+            does not have them).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    created: datetime
+    size: int
+    unpicklable: list[str] = Field(default_factory=list)
+
+    @field_validator("created")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        utc = _utc(value)
+        assert utc is not None
+        return utc

@@ -1,9 +1,12 @@
 """The local side: `LocalBox` and the machinery under it.
 
-A pure Jupyter protocol (``_jupyter``), every box operation written once as an I/O-free
-generator (``_kernel_ops``, with the code it runs in the kernel in ``_snippets``), the sync
-and async drivers that do the I/O (``_drivers``), and the Kernel Gateway a box spawns
-(``_gateway``, running ``_gateway_app``).
+A pure Jupyter protocol (``_jupyter``); every box operation written once as an I/O-free
+generator, by concern: the requests they make (``_requests``), their building blocks
+(``_kernel``), the kernel's lifecycle (``_lifecycle``), code and commands
+(``_execution``), file transfers (``_transfers``) and file operations (``_fileops``); what
+a box does inside the kernel, per kernel language (``_dialect``); the transport that carries
+the requests out (``_transport``); and the Kernel Gateway a box spawns (``_gateway``,
+running ``_gateway_app``).
 """
 
 from ._box import LocalBox

@@ -28,12 +28,17 @@ from typing import Any
 from ..errors import GatewayError
 from ..sandbox import resolve
 from ..settings import CodeBoxSettings
-from . import _sandbox
+from ..templates._store import Layout
+from . import _boxdisk, _sandbox
+from ._cgroups import remove_boxes
 from ._gateway_app import READY
+from ._kernel_output import escaped
 
 log = logging.getLogger(__name__)
 
 _GATEWAY_APP = str(Path(__file__).with_name("_gateway_app.py"))
+LOG_LINE = 4096
+"""Most bytes of one line of the gateway's log that are kept."""
 # "The sandbox policy of the settings": the default of a user that does not name one.
 _FROM_SETTINGS: Any = object()
 
@@ -66,20 +71,35 @@ class GatewayProcess:
         pool_size: int = 1,
         pool_idle_timeout: float = 300.0,
         sandbox: dict[str, Any] | None = None,
+        template_pool_sizes: dict[str, int] | None = None,
+        sandbox_dir: str = "",
+        output_limit: int | None = None,
     ) -> None:
         self.token = secrets.token_urlsafe(32)
         self._runtime_dir = tempfile.mkdtemp(prefix="codebox-gateway-")
+        self._sandbox_dir = sandbox_dir
         # The sandboxed kernelspec, found through JUPYTER_PATH; trusted: the policies it
         # gets come from this process (only we hold the token), host paths included.
-        _sandbox.write_kernelspec(self._runtime_dir, trusted=True)
+        _sandbox.write_kernelspec(self._runtime_dir, trusted=True, base_dir=sandbox_dir)
         jupyter_path = os.pathsep.join(
             p for p in (self._runtime_dir, os.environ.get("JUPYTER_PATH")) if p)
+        # Where the gateway finds templates' kernelspecs: the template cache of every box
+        # that uses it (see `know_templates`), one per line.
+        self._template_roots: set[str] = set()
+        self._roots_file = os.path.join(self._runtime_dir, "codebox-template-roots")
+        Path(self._roots_file).touch(mode=0o600)
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._ready = threading.Event()
         self.port: int | None = None
         self.url = ""
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=self._runtime_dir, PYTHONUNBUFFERED="1",
-                   JUPYTER_PATH=jupyter_path)
+                   JUPYTER_PATH=jupyter_path,
+                   # Large messages pass through the gateway one after the other: with a
+                   # fixed threshold glibc maps each and gives it back when freed, instead
+                   # of keeping the largest burst of them in its heap for good.
+                   MALLOC_MMAP_THRESHOLD_="131072")
+        if output_limit:  # the bound a plain kernel applies to its own output
+            env["CODEBOX_KERNEL_OUTPUT_LIMIT"] = str(output_limit)
         self._proc = subprocess.Popen(
             [sys.executable, _GATEWAY_APP],
             stdin=subprocess.PIPE,
@@ -98,6 +118,9 @@ class GatewayProcess:
             "pool_size": pool_size,
             "pool_idle_timeout": pool_idle_timeout,
             "sandbox": sandbox,
+            "template_pool_sizes": template_pool_sizes or {},
+            "template_roots": self._roots_file,
+            "output_limit": output_limit,
         }
         self._proc.stdin.write(json.dumps(options).encode() + b"\n")
         self._proc.stdin.flush()
@@ -121,6 +144,14 @@ class GatewayProcess:
     def pid(self) -> int:
         return self._proc.pid
 
+    def know_templates(self, root: str) -> None:
+        """Let the gateway find the kernelspecs of the templates built under ``root``
+        (a template cache: they are in its ``kernels``)."""
+        if root not in self._template_roots:
+            self._template_roots.add(root)
+            with open(self._roots_file, "a") as f:
+                f.write(root + "\n")
+
     def alive(self) -> bool:
         return self._proc.poll() is None
 
@@ -138,9 +169,18 @@ class GatewayProcess:
         return False
 
     def _drain(self) -> None:
+        """Read the gateway's log (and what plain kernels write to their stdout and stderr,
+        which they share with it): line by line, each cut to `LOG_LINE` bytes (the rest of
+        a longer line is read and dropped), control characters escaped."""
         assert self._proc.stdout is not None
-        for raw in self._proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
+        continued = False  # in the middle of a line longer than LOG_LINE
+        while raw := self._proc.stdout.readline(LOG_LINE):
+            whole = raw.endswith(b"\n")
+            if continued:
+                continued = not whole
+                continue
+            continued = not whole
+            line = escaped(raw.rstrip(b"\r\n"), LOG_LINE)
             if not self._ready.is_set() and line.startswith(READY):
                 self.port = int(line.split()[1])
                 self._ready.set()
@@ -148,6 +188,14 @@ class GatewayProcess:
             self._log_tail.append(line)
             log.debug("gateway: %s", line)
         self._ready.set()  # it exited: wake a start that is still waiting
+
+    def _kernels_left(self) -> list[str]:
+        """The kernels whose connection files are still here (not shut down), if this
+        gateway keeps its boxes outside its runtime directory."""
+        if not self._sandbox_dir:
+            return []
+        return [p.name[len("kernel-"):-len(".json")]
+                for p in Path(self._runtime_dir).glob("kernel-*.json")]
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the gateway and its kernels: close its stdin (it shuts down by itself), then
@@ -170,6 +218,13 @@ class GatewayProcess:
         if self._reader.is_alive() and self._reader is not threading.current_thread():
             # The rest of its log; orphaned kernels may hold the pipe open a while longer.
             self._reader.join(min(timeout, 1.0))
+        if os.geteuid() == 0:  # what a killed gateway could not clean up of its boxes
+            _boxdisk.detach_all(self._runtime_dir)
+            for kernel_id in self._kernels_left():  # boxes kept elsewhere: unmounted only
+                _boxdisk.detach_all(os.path.join(self._sandbox_dir, kernel_id))
+            boxes = Path(self._runtime_dir, "codebox-boxes")
+            if boxes.is_dir():
+                remove_boxes([p.name for p in boxes.iterdir() if not p.name.startswith(".")])
         shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
 
@@ -236,9 +291,14 @@ class SharedGateway:
                 pool_size=settings.pool_size,
                 pool_idle_timeout=settings.pool_idle_timeout,
                 sandbox=sandbox,
+                template_pool_sizes=dict(settings.template_pool_sizes),
+                sandbox_dir=str(settings.sandbox_dir or ""),
+                # (Not a box's output_limit: the gateway and its kernels serve every box
+                # of the process; each box cuts to its own limits.)
             )
             self._generation += 1
             log.debug("gateway started in %.2f s", time.monotonic() - started)
+        proc.know_templates(str(Layout.under(settings.cache_dir).root))
         return GatewayAddress(proc.url, proc.token, self._generation, pool=True)
 
     def release(self) -> None:

@@ -35,8 +35,12 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-# Arguments the gateway adds to an IPython kernel's command (see `_gateway_app`).
-IPYKERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
+# Arguments the gateway adds to an IPython kernel's command (see `_gateway_app`): no shared
+# history file, and the bounds on a run's output applied in the kernel (`_kernel_limits`).
+IPYKERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:",
+                       "--IPKernelApp.exec_files="
+                       + os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "_kernel_limits.py")]
 _NATIVE_ARGV = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 _PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 # Sandboxed head starts by kernel id, for the sandbox provisioner of that id to adopt.
@@ -86,12 +90,14 @@ class _Early:
     cwd = ""  # where the process runs, as the provisioner records it
     outcome = "launched"  # then "adopted", or why it was not
 
-    def _popen(self, cmd: list[str], env: dict[str, str], cwd: str | None) -> None:
+    def _popen(self, cmd: list[str], env: dict[str, str], cwd: str | None,
+               output: int | None = None) -> None:
         # As jupyter_client's launcher: its own session, JPY_PARENT_PID, and a stdin pipe
         # closed at once (code that reads stdin gets end-of-file, not a wait forever).
         self.process = subprocess.Popen(
             [os.path.expanduser(part) for part in cmd], stdin=subprocess.PIPE,
-            env={**env, "JPY_PARENT_PID": str(os.getpid())}, cwd=cwd, start_new_session=True)
+            env={**env, "JPY_PARENT_PID": str(os.getpid())}, cwd=cwd, start_new_session=True,
+            stdout=output, stderr=subprocess.STDOUT if output is not None else None)
         assert self.process.stdin is not None
         self.process.stdin.close()
 
@@ -238,9 +244,10 @@ class SandboxHeadStart(_Early):
     adopts it: the same policy, directories, connection and bwrap command."""
 
     taken = False  # its directories belong to a provisioner now
+    user: Any = None  # its `_boxuser.BoxUser`, if it runs as a user of its own
 
     def __init__(self, sandbox: dict[str, Any], runtime_dir: str) -> None:
-        from . import _sandbox
+        from . import _boxuser, _sandbox
 
         spec = _kernelspec(_sandbox.KERNEL_NAME)
         provisioner = ((spec or {}).get("metadata") or {}).get("kernel_provisioner") or {}
@@ -256,6 +263,9 @@ class SandboxHeadStart(_Early):
         self.box_dir = _sandbox.boxes_dir(config.get("base_dir", "")) / self.kernel_id
         self.box_dir.mkdir(mode=0o700)
         try:
+            span = _boxuser.uid_range()
+            if span is not None:
+                self.user = _boxuser.allocate(span)
             self._start(spec, bwrap, runtime_dir)
         except BaseException:
             self.discard()
@@ -265,6 +275,8 @@ class SandboxHeadStart(_Early):
         from . import _sandbox
 
         self.dirs = _sandbox.box_dirs(self.box_dir, self.policy)
+        owner = (self.user.uid, self.user.gid) if self.user is not None else None
+        _sandbox.settle_dirs(self.dirs, self.policy, owner)
         gateway_side = os.path.join(self.dirs["gw"], "k")
         self.info: dict[str, Any] = {
             **dict(zip(_PORTS, range(1, len(_PORTS) + 1), strict=True)),
@@ -277,10 +289,11 @@ class SandboxHeadStart(_Early):
         self.launch = _sandbox.prepare_launch(
             bwrap, self.policy, box_dir=self.box_dir, dirs=self.dirs,
             kernel_argv=self.kernel_argv, info=self.info, connection_file=connection_file,
-            cgroup_name=f"codebox-{self.kernel_id}-1")
+            cgroup_name=f"codebox-{self.kernel_id}-1", user=owner)
         self.cwd = self.launch.cwd
+        # Its stdout and stderr: a pipe the provisioner drains once it adopts the process.
         self._popen(self.launch.cmd, {**self.launch.env, "KERNEL_GATEWAY": "1"},
-                    self.launch.cwd)
+                    self.launch.cwd, output=subprocess.PIPE)
 
     def arm(self, km: Any) -> None:
         WAITING[self.kernel_id] = self
@@ -303,11 +316,12 @@ class SandboxHeadStart(_Early):
             return "the connection differs"
         return None
 
-    def take(self) -> tuple[Path, dict[str, str], dict[str, Any]]:
-        """For the provisioner: the kernel's directory, its dirs and its connection, which
-        are the provisioner's from now on, whether it adopts the process or not."""
+    def take(self) -> tuple[Path, dict[str, str], dict[str, Any], Any]:
+        """For the provisioner: the kernel's directory, its dirs, its connection and its
+        user, which are the provisioner's from now on, whether it adopts the process or
+        not."""
         self.taken = True
-        return self.box_dir, self.dirs, self.info
+        return self.box_dir, self.dirs, self.info, self.user
 
     def adopt_into(self, provisioner: Any, cmd: list[str]) -> bool:
         """Give the process to ``provisioner``, about to launch ``cmd``; False if it
@@ -322,7 +336,8 @@ class SandboxHeadStart(_Early):
         # must not be linked for the gateway in place of the new one's.
         from . import _sandbox
 
-        _sandbox.box_dirs(self.box_dir, self.policy)
+        _sandbox.settle_dirs(_sandbox.box_dirs(self.box_dir, self.policy), self.policy,
+                             (self.user.uid, self.user.gid) if self.user is not None else None)
         return False
 
     def discard(self) -> None:
@@ -336,8 +351,16 @@ class SandboxHeadStart(_Early):
             launch.cgroups.kill_all()
         if not self.taken:  # else the provisioner launches in them
             if launch is not None:
-                launch.cgroups.remove()
+                launch.cgroups.remove(2.0)
+            from . import _boxdisk
+
+            try:
+                _boxdisk.detach(os.path.join(self.box_dir, "work"))
+            except OSError:
+                pass
             shutil.rmtree(self.box_dir, ignore_errors=True)
+            if self.user is not None:
+                self.user.release()
 
 
 def _command(spec: dict[str, Any], connection_file: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 Standard library only: the kernel provisioner imports this inside the Kernel Gateway.
 
-A sandboxed kernel runs under ``bwrap`` with its own user, pid, ipc, uts, cgroup and (unless
-the policy grants the network) network namespaces. Its filesystem is built from nothing:
+A sandboxed kernel runs under ``bwrap`` with its own user, pid, ipc, uts, cgroup and network
+namespaces (egress only through its proxy, see `_boxnet`). Its filesystem is built from nothing:
 the system's libraries and the Python installation read-only, a few files of ``/etc``, a
 private ``/proc``, ``/dev`` and ``/tmp``, and the kernel's own directories (working dir,
 home, the ipc sockets it talks to the gateway over, its connection file). Its environment
@@ -15,9 +15,12 @@ Limits, as measured on the machines codebox runs on:
   sandbox's own user namespace) but never for root;
 - memory: ``RLIMIT_AS`` always (a Python ``MemoryError`` in the run, the kernel lives on),
   plus a ``memory`` cgroup where we may create one (it also bounds many processes together);
-- disk: ``RLIMIT_FSIZE`` caps each file written (``OSError: File too large``), and the
-  private ``/tmp`` is a tmpfs of that size. Capping the working directory's total needs a
-  filesystem of its own (a loop device or quotas: privileges), see docs/concepts/sandbox.md.
+- disk: ``RLIMIT_FSIZE`` caps each file written (``OSError: File too large``), the
+  private ``/tmp`` is a tmpfs of that size, and as root the working directory is a
+  filesystem of that size and of a bounded number of files (`_boxdisk`);
+- CPU: a ``cpu`` cgroup per box where one can be made: each box weighs the same;
+- its user: as root, a host uid of its own per box (`_boxuser`), never root;
+- output: bounded per run in the kernel and at the gateway (`codebox._output_caps`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .._template_kernel import check_sandbox_field, sandbox_argv
+from . import _boxdisk, _boxnet, _egress, _launcher
+from ._cgroups import Cgroups
+from ._seccomp import seccomp_filter
+
 KERNEL_NAME = "codebox-sandbox"
 """The kernelspec (and provisioner) name of a sandboxed IPython kernel."""
 POLICY_ENV = "KERNEL_CODEBOX_SANDBOX"
@@ -45,21 +53,31 @@ DEFAULTS: dict[str, Any] = {
     "disk_mb": 2048,
     "env": {},
     "read_only_paths": [],
+    "output_limit": None,  # most bytes of output per run (None: the gateway's limit)
 }
-# Fields that grant host paths: only a trusted source (our own gateway) may set them.
-PATH_FIELDS = ("read_only_paths", "work_dir")
+# Fields that grant host paths (a template's too): only a trusted source (our own gateway)
+# may set them. ``own_work_dir``: the work_dir was made by codebox for this box (a server's
+# session), so it may become a filesystem of its own (see `_boxdisk`).
+PATH_FIELDS = ("read_only_paths", "work_dir", "own_work_dir", "template")
+_LIMITS = ("memory_mb", "max_processes", "disk_mb", "output_limit")
 
 # Of /etc, only what programs need to run: no secrets, nothing about the host's users.
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "pki",
         "ca-certificates", "ca-certificates.conf", "localtime", "timezone", "fonts",
         "mime.types", "protocols", "services", "nsswitch.conf", "os-release", "gai.conf",
         "matplotlibrc", "debian_version")
-_NETWORK_ETC = ("resolv.conf", "hosts", "host.conf")
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt/conda")
 # Writable entries of /proc that are not a process's own: the host's kernel settings.
 _PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/mtrr", "/proc/pressure",
                    "/proc/acpi", "/proc/fs", "/proc/driver", "/proc/tty", "/proc/irq",
                    "/proc/bus")
+# What /proc tells of the host beyond the box (kernel memory, timers, every keyring of the
+# user): the empty /dev/null stands in for each.
+_PROC_MASKED = ("/proc/slabinfo", "/proc/vmallocinfo", "/proc/timer_list", "/proc/keys",
+                "/proc/key-users", "/proc/kcore", "/proc/sched_debug", "/proc/latency_stats",
+                "/proc/kallsyms", "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup",
+                "/proc/iomem", "/proc/ioports", "/proc/kmsg", "/proc/buddyinfo",
+                "/proc/pagetypeinfo", "/proc/zoneinfo")
 _LANG = "C.UTF-8"
 
 
@@ -74,13 +92,14 @@ def normalize(policy: Mapping[str, Any] | None) -> dict[str, Any]:
         if key not in DEFAULTS and key not in PATH_FIELDS:
             raise ValueError(f"unknown sandbox setting {key!r}")
         out[key] = value
-    for key in ("memory_mb", "max_processes", "disk_mb"):
+    for key in _LIMITS:
         value = out[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value <= 0):
             raise ValueError(f"sandbox {key} must be a positive integer or None")
-    if not isinstance(out["network"], bool):
-        raise TypeError("sandbox network must be true or false")
+    if not isinstance(out["network"], (bool, list)):
+        raise TypeError("sandbox network must be true, false or a list of entries")
+    out["network"] = _egress.Policy(out["network"]).value  # a ValueError for a bad entry
     env = out["env"]
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
@@ -90,6 +109,8 @@ def normalize(policy: Mapping[str, Any] | None) -> dict[str, Any]:
     paths = out["read_only_paths"]
     if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
         raise ValueError("sandbox read_only_paths must be a list of paths")
+    if out.get("template") is not None:
+        out["template"] = check_sandbox_field(out["template"])
     return out
 
 
@@ -110,9 +131,10 @@ def requested_policy(base: Mapping[str, Any] | None, raw: str | None, *,
             if requested.get(key):
                 raise PermissionError(f"the {KERNEL_NAME} kernelspec does not take {key} "
                                       "from a request")
-        if merged["network"] and not policy["network"]:
-            raise PermissionError(f"the {KERNEL_NAME} kernelspec gives no network")
-        for key in ("memory_mb", "max_processes", "disk_mb"):
+        if not _egress.within(merged["network"], policy["network"]):
+            raise PermissionError(f"the {KERNEL_NAME} kernelspec gives no network beyond "
+                                  f"{_egress.Policy(policy['network']).describe()}")
+        for key in _LIMITS:
             if policy[key] is not None and (merged[key] is None or merged[key] > policy[key]):
                 raise PermissionError(
                     f"the {KERNEL_NAME} kernelspec allows {key} up to {policy[key]}")
@@ -205,14 +227,29 @@ def check() -> str:
 
 
 def python_paths() -> list[str]:
-    """The directories of this Python installation: prefixes and every import path (an
-    editable install's source tree, a user site) — what a kernel of this Python reads."""
+    """The directories of this Python installation: its prefixes and its own import paths
+    (site-packages, and what their ``.pth`` files add, such as an editable install's source
+    tree) — what a kernel of this Python reads. Never the caller's import path: not
+    ``PYTHONPATH`` (an application's directory, with its ``.env`` and its secrets), not the
+    user's site directory in the caller's home, not the current directory."""
+    import site
+
+    callers = {os.path.realpath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+               if p}
+    try:
+        callers.add(os.path.realpath(site.getusersitepackages()))
+    except Exception:  # noqa: BLE001 - no user site here
+        pass
     paths: list[str] = []
     for entry in [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]:
-        if entry and os.path.isabs(entry) and os.path.exists(entry):
-            paths.append(os.path.realpath(entry) if os.path.isdir(entry) else entry)
-            if os.path.islink(entry):
-                paths.append(entry)
+        if not entry or not os.path.isabs(entry) or not os.path.exists(entry):
+            continue
+        if entry not in (sys.prefix, sys.base_prefix, sys.exec_prefix) and (
+                os.path.realpath(entry) in callers):
+            continue
+        paths.append(os.path.realpath(entry) if os.path.isdir(entry) else entry)
+        if os.path.islink(entry):
+            paths.append(entry)
     return _outermost(paths)
 
 
@@ -249,6 +286,8 @@ def kernel_env(policy: Mapping[str, Any], *, home: str, site: str, extra: Mappin
         # would count against the box's memory for nothing.
         "MALLOC_ARENA_MAX": "2",
     }
+    if policy.get("output_limit"):  # read by the kernel's own bound (`_kernel_limits`)
+        env["CODEBOX_KERNEL_OUTPUT_LIMIT"] = str(policy["output_limit"])
     env.update(extra)
     env.update(policy.get("env") or {})
     return env
@@ -258,31 +297,45 @@ def bwrap_argv(
     bwrap: str,
     policy: Mapping[str, Any],
     *,
-    kernel_argv: list[str],
-    work_dir: str,
-    home: str,
-    ipc_dir: str,
-    connection_file: str,
+    program: list[str],
+    cwd: str,
     env: Mapping[str, str],
+    writable: Iterable[str] = (),
+    read_only: Iterable[str] = (),
+    files: Mapping[str, str] | None = None,
     python: list[str] | None = None,
-    connection_source: str | None = None,
+    private: Iterable[str] = (),
+    hosts_file: str | None = None,
+    net_dir: str | None = None,
     seccomp_fd: int | None = None,
 ) -> list[str]:
-    """The command that runs ``kernel_argv`` inside the sandbox ``policy`` describes (the
-    connection file inside is ``connection_source``, else the host's own)."""
+    """The command that runs ``program`` inside the sandbox ``policy`` describes: a kernel's
+    (`prepare_launch`) or an installer's (`_installer`), built the same way.
+
+    Args:
+        program: The command inside (found on ``env``'s ``PATH``), run behind the rlimits.
+        cwd: Where it starts.
+        env: Its whole environment.
+        writable: Host paths bound read-write at the same place.
+        read_only: Host paths bound read-only besides the policy's ``read_only_paths``,
+            after ``writable`` (a read-only path inside a writable one stays read-only).
+        files: Host files bound read-only, ``{path inside: path on the host}``.
+        python: The Python installation's directories (default: `python_paths`), but never
+            one that holds a directory of ``private`` (an import path such as /tmp or $HOME
+            would show other kernels' directories).
+        hosts_file, net_dir: Its ``/etc/hosts`` and its proxy's directory (`_boxnet`).
+        seccomp_fd: The descriptor bwrap reads the seccomp program from.
+    """
     # --disable-userns: no user namespace of its own inside (one would give the box full
     # capabilities there: mount its own cgroup, lift its limits, mount tmpfs of any size).
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--hostname", "codebox", "--clearenv"]
-    if policy["network"]:
-        argv.append("--share-net")
     for path in _SYSTEM:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    names = _ETC + (_NETWORK_ETC if policy["network"] else ())
-    for name in names:
+    for name in _ETC:
         path = f"/etc/{name}"
         if os.path.lexists(path):
             argv += ["--ro-bind-try", path, path]
@@ -291,28 +344,32 @@ def bwrap_argv(
     argv += ["--proc", "/proc"]
     for path in _PROC_READ_ONLY:
         argv += ["--ro-bind-try", path, path]
+    for path in _PROC_MASKED:
+        if os.path.exists(path):
+            argv += ["--ro-bind", "/dev/null", path]
     # Writable filesystems are the sized tmpfs /tmp and /dev/shm only (plus the bound
     # directories): bwrap's root and /dev are tmpfs of half the RAM, so they go read-only.
     size = ["--size", str(policy["disk_mb"] * 1024 * 1024)] if policy["disk_mb"] else []
     argv += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
              *size, "--tmpfs", "/tmp", "--symlink", "/tmp", "/var/tmp"]
-    # Never a Python path that holds the kernels' own directories (an import path such as
-    # /tmp or $HOME from PYTHONPATH): it would show other kernels' connection files.
-    private = [os.path.dirname(connection_file), os.path.dirname(home)]
-    python_dirs = [p for p in (python if python is not None else python_paths())
-                   if not any(_within(d, p) for d in private)]
-    for path in [*python_dirs, *policy.get("read_only_paths", ())]:
-        argv += ["--ro-bind-try", path, path]
-    for path in (work_dir, home, ipc_dir):
+    private = list(private)
+    for path in (python if python is not None else python_paths()):
+        if not any(_within(d, path) for d in private):
+            argv += ["--ro-bind-try", path, path]
+    for path in writable:
         argv += ["--bind", path, path]
-    argv += ["--ro-bind", connection_source or connection_file, connection_file,
-             "--remount-ro", "/",
-             "--chdir", work_dir]
+    for path in [*policy.get("read_only_paths", ()), *read_only]:
+        argv += ["--ro-bind-try", path, path]
+    for inside, source in (files or {}).items():
+        argv += ["--ro-bind", source, inside]
+    if hosts_file is not None:
+        argv += _boxnet.bwrap_args(hosts_file, net_dir)
+    argv += ["--remount-ro", "/", "--chdir", cwd]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    return [*argv, "--", *_limited(policy, kernel_argv)]
+    return [*argv, "--", *_limited(policy, program)]
 
 
 def _limited(policy: Mapping[str, Any], argv: list[str]) -> list[str]:
@@ -330,171 +387,16 @@ def _limited(policy: Mapping[str, Any], argv: list[str]) -> list[str]:
     return [argv[0], "-I", "-S", "-c", code, *argv]
 
 
-# -- seccomp ----------------------------------------------------------------------------------
-
-# x86_64 numbers of the calls that set a file's mode, and which argument is the mode.
-_MODE_ARG = {90: 1, 91: 1, 268: 2, 452: 2,  # chmod, fchmod, fchmodat, fchmodat2
-             85: 1, 2: 2, 257: 3,  # creat, open, openat
-             133: 1, 259: 2}  # mknod, mknodat
-_OPENAT2 = 437  # its mode is behind a pointer: refused (ENOSYS), libc falls back to openat
-_AUDIT_ARCH_X86_64 = 0xC000003E
-
-
-def seccomp_filter() -> bytes | None:
-    """A seccomp program (classic BPF, as ``bwrap --seccomp`` reads it) that refuses setuid
-    and setgid modes (EPERM): a sandbox whose uid is the host's root would otherwise leave
-    setuid-root files on the host. None where it is not written for this machine."""
-    import platform
-    import struct
-
-    if platform.machine() != "x86_64" or sys.byteorder != "little":
-        return None
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|K, RET
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    prog: list[tuple[int, int, int, int]] = []
-    checks = sorted(set(_MODE_ARG.values()))
-    # Layout: arch check, nr dispatch, ALLOW, one "mode check" block per argument, DENY.
-    dispatch = [*_MODE_ARG.items(), (_OPENAT2, -1)]
-    n_dispatch = 4 + len(dispatch)  # ld arch, jeq arch, ld nr, jge x32, then one per call
-    allow_at = n_dispatch
-    block_at = {arg: allow_at + 1 + 3 * i for i, arg in enumerate(checks)}
-    enosys_at = allow_at + 1 + 3 * len(checks)
-    deny_at = enosys_at + 1
-    prog.append((ld, 0, 0, 4))
-    prog.append((jeq, 0, deny_at - 2, _AUDIT_ARCH_X86_64))
-    prog.append((ld, 0, 0, 0))
-    prog.append((jge, deny_at - 4, 0, 0x40000000))  # the x32 ABI: other numbers
-    for i, (nr, arg) in enumerate(dispatch):
-        at = 4 + i
-        target = enosys_at if arg == -1 else block_at[arg]
-        prog.append((jeq, target - at - 1, 0, nr))
-    prog.append((ret, 0, 0, allow))
-    for arg in checks:  # the low 32 bits of args[arg] (little-endian)
-        at = len(prog)
-        prog.append((ld, 0, 0, 16 + 8 * arg))
-        prog.append((jset, deny_at - at - 2, 0, 0o6000))
-        prog.append((ret, 0, 0, allow))
-    prog.append((ret, 0, 0, enosys))
-    prog.append((ret, 0, 0, eperm))
-    return b"".join(struct.pack("<HBBI", code, jt, jf, k) for code, jt, jf, k in prog)
-
-
-# -- cgroups ----------------------------------------------------------------------------------
-
-
-class Cgroups:
-    """The cgroups of one sandbox, where this process may create them: ``pids`` and
-    ``memory``, v1 or v2. What cannot be made is left to the rlimits."""
-
-    def __init__(self, name: str, policy: Mapping[str, Any]) -> None:
-        self.dirs: list[Path] = []
-        self.held: set[str] = set()
-        wanted = {"pids": policy["max_processes"], "memory": policy["memory_mb"]}
-        for controller, limit in wanted.items():
-            if limit is None:
-                continue
-            for base, files in _cgroup_bases(controller):
-                _sweep(base)
-                target = base / name
-                try:
-                    target.mkdir(exist_ok=True)
-                    value = limit if controller == "pids" else limit * 1024 * 1024
-                    (target / files[0]).write_text(str(value))
-                except OSError:
-                    _rmdir(target)
-                    continue
-                for file, extra in files[1:]:
-                    try:  # swap too, where the kernel accounts it
-                        (target / file).write_text(str(value) if extra == "same" else extra)
-                    except OSError:
-                        pass
-                self.dirs.append(target)
-                self.held.add(controller)
-                break
-
-    @property
-    def procs(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in dict.fromkeys(self.dirs)]
-
-    def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` run by a shell that first moves itself into the cgroups (and so does
-        every process it becomes and starts)."""
-        if not self.dirs:
-            return argv
-        script = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 121; shift; done; '
-                  'shift; exec "$@"')
-        return ["/bin/sh", "-c", script, "sh", *self.procs, "--", *argv]
-
-    def kill_all(self) -> None:
-        """SIGKILL whatever is left in the cgroups (a process that escaped its parent)."""
-        for procs in self.procs:
-            try:
-                pids = Path(procs).read_text().split()
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    os.kill(int(pid), 9)
-                except (OSError, ValueError):
-                    pass
-
-    def remove(self) -> None:
-        for d in self.dirs:
-            _rmdir(d)
-        self.dirs = []
-
-
-def _sweep(base: Path, age: float = 60.0) -> None:
-    """Remove the empty cgroups of sandboxes whose gateway was killed before it could. A
-    cgroup with a process in it cannot be removed; a young one may be about to get one."""
-    import time
-
-    try:
-        stale = [d for d in base.glob("codebox-*") if time.time() - d.stat().st_mtime > age]
-    except OSError:
-        return
-    for path in stale:
-        _rmdir(path)
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
-def _cgroup_bases(controller: str) -> list[tuple[Path, tuple[Any, ...]]]:
-    """Where a cgroup with ``controller`` can go (our own cgroup's directory), and the files
-    that set its limit."""
-    root = Path("/sys/fs/cgroup")
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return []
-    bases = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            files: tuple[Any, ...] = ("pids.max",) if controller == "pids" else (
-                "memory.limit_in_bytes", ("memory.memsw.limit_in_bytes", "same"))
-            bases.append((root / controller / path.lstrip("/"), files))
-        elif controllers == "" and (root / "cgroup.controllers").exists():
-            files = ("pids.max",) if controller == "pids" else (
-                "memory.max", ("memory.swap.max", "0"))
-            bases.append((root / path.lstrip("/"), files))
-    return bases
-
-
 # -- the kernelspec ---------------------------------------------------------------------------
 
 
 def kernelspec(*, python: str | None = None, trusted: bool = False,
-               policy: dict[str, Any] | None = None) -> dict[str, Any]:
+               policy: dict[str, Any] | None = None, base_dir: str = "") -> dict[str, Any]:
     """A ``kernel.json`` for a sandboxed IPython kernel of ``python`` (default: this one)."""
     config: dict[str, Any] = {"trusted": trusted}
     if policy:
         config["policy"] = policy
+    config.update({"base_dir": base_dir} if base_dir else {})  # see `boxes_dir`
     return {
         "argv": [python or sys.executable, "-m", "ipykernel_launcher", "-f",
                  "{connection_file}"],
@@ -531,10 +433,11 @@ def boxes_dir(base_dir: str = "") -> Path:
 
 def box_dirs(box_dir: Path, policy: Mapping[str, Any]) -> dict[str, str]:
     """A kernel's directories under ``box_dir`` (mode 0700): ``work`` (unless the policy
-    names one), ``home`` with ``site``, ``ipc`` where the kernel binds its sockets and
-    ``gw`` where the gateway connects. ``ipc`` and ``gw`` are made afresh: nothing a
-    previous kernel left there survives into the next one's."""
-    dirs = {name: str(box_dir / name) for name in ("work", "home", "ipc", "gw")}
+    names one), ``home`` with ``site``, ``ipc`` where the kernel binds its sockets,
+    ``gw`` where the gateway connects and ``net`` where its egress proxy listens. ``ipc``
+    and ``gw`` are made afresh: nothing a previous kernel left there survives into the
+    next one's (the proxy outlives a restart)."""
+    dirs = {name: str(box_dir / name) for name in ("work", "home", "ipc", "gw", "net")}
     if policy.get("work_dir"):
         dirs["work"] = os.path.realpath(policy["work_dir"])
     dirs["site"] = os.path.join(dirs["home"], "site")
@@ -543,6 +446,36 @@ def box_dirs(box_dir: Path, policy: Mapping[str, Any]) -> dict[str, str]:
     for path in dirs.values():
         os.makedirs(path, mode=0o700, exist_ok=True)
     return dirs
+
+
+def sized_work_dir(policy: Mapping[str, Any]) -> bool:
+    """Whether the box's working directory becomes a filesystem of its own (`_boxdisk`):
+    a directory codebox made for the box (never a caller's), a disk limit, and root."""
+    own = not policy.get("work_dir") or bool(policy.get("own_work_dir"))
+    return own and bool(policy.get("disk_mb")) and _boxdisk.can_size()
+
+
+def settle_dirs(dirs: Mapping[str, str], policy: Mapping[str, Any],
+                user: tuple[int, int] | None) -> None:
+    """Make the box's directories what its kernel needs before it launches: its working
+    directory sized (see `sized_work_dir`), and, when the box has a user of its own, its
+    directories that user's (``gw`` stays ours: the box never sees it).
+
+    Raises:
+        OSError: The working directory could not be sized.
+    """
+    if sized_work_dir(policy):
+        _boxdisk.attach(dirs["work"], policy["disk_mb"], owner=user)
+    if user is None:
+        return
+    from . import _boxuser
+
+    for name in ("work", "home", "site", "ipc"):
+        if os.stat(dirs[name]).st_uid != user[0]:
+            _boxuser.chown_tree(dirs[name], *user)
+    # ``net`` stays ours (the proxy's socket is made there), but the user may pass through
+    # to that socket: the box connects to it, and cannot list or replace anything there.
+    os.chmod(dirs["net"], 0o711)
 
 
 @dataclass
@@ -556,36 +489,69 @@ class Launch:
     cgroups: Cgroups
 
 
+CONNECTION_INSIDE = "/run/codebox/kernel.json"
+"""Where a sandboxed kernel finds its connection file."""
+SECCOMP_FD = _launcher.SECCOMP_FD
+
+
 def prepare_launch(bwrap: str, policy: Mapping[str, Any], *, box_dir: Path,
                    dirs: Mapping[str, str], kernel_argv: list[str], info: Mapping[str, Any],
-                   connection_file: str, cgroup_name: str) -> Launch:
-    """The launch of ``kernel_argv`` in a sandbox. ``info`` is the gateway's side of the
-    connection (ipc, in ``dirs["gw"]``); the kernel gets a copy of it that binds in
-    ``ipc``, bound in read-only at ``connection_file``, the path its command names."""
+                   connection_file: str, cgroup_name: str,
+                   user: tuple[int, int] | None = None) -> Launch:
+    """The launch of ``kernel_argv`` in a sandbox, as ``user`` (uid, gid; None: ours).
+    ``info`` is the gateway's side of the connection (ipc, in ``dirs["gw"]``); the kernel
+    gets a copy of it that binds in ``ipc``, bound in read-only at `CONNECTION_INSIDE`, the
+    path its command names instead of ``connection_file``: the host's runtime directory
+    appears nowhere inside, not even in the kernel's command line."""
     bound = os.path.join(dirs["ipc"], "k")
     kernel_file = box_dir / "connection.json"
     key = info["key"]
     kernel_file.write_text(json.dumps(
         {**info, "key": key.decode() if isinstance(key, bytes) else key, "ip": bound},
         indent=1))
+    kernel_file.chmod(0o600)
+    if user is not None:
+        os.chown(kernel_file, *user)
     sockets = tuple((f"{bound}-{info[port]}", f"{info['ip']}-{info[port]}") for port in (
         "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"))
+    extra, python, template = {"CODEBOX_WORK_DIR": dirs["work"]}, None, policy.get("template")
+    if template:  # its interpreter and environment, read-only; pip installs into the box
+        kernel_argv, python = sandbox_argv(kernel_argv, template), list(template["paths"])
+        extra = {**template["env"], **extra, "PIP_TARGET": dirs["site"]}
+    kernel_argv = [CONNECTION_INSIDE if part == connection_file else part
+                   for part in kernel_argv]
+    # The network: a loopback of its own; egress, if any, by the proxy on its proxy port.
+    program, net_env, net_dir = _boxnet.launch(policy["network"], dirs["net"], kernel_argv)
     inside = kernel_env(policy, home=dirs["home"], site=dirs["site"],
-                        extra={"CODEBOX_WORK_DIR": dirs["work"]},
+                        extra={**extra, **net_env},
                         python_bin=os.path.dirname(kernel_argv[0]))
     seccomp = seccomp_filter()
     argv = bwrap_argv(
-        bwrap, policy, kernel_argv=kernel_argv, work_dir=dirs["work"], home=dirs["home"],
-        ipc_dir=dirs["ipc"], connection_file=connection_file,
-        connection_source=str(kernel_file), env=inside,
-        seccomp_fd=3 if seccomp is not None else None)
+        bwrap, policy, program=program, cwd=dirs["work"], env=inside,
+        writable=(dirs["work"], dirs["home"], dirs["ipc"]),
+        files={CONNECTION_INSIDE: str(kernel_file)}, python=python,
+        private=(os.path.dirname(connection_file), str(box_dir)),
+        hosts_file=_boxnet.write_hosts(box_dir), net_dir=net_dir,
+        seccomp_fd=SECCOMP_FD if seccomp is not None else None)
     cgroups = Cgroups(cgroup_name, policy)
-    cmd = cgroups.wrap(argv)
-    if seccomp is not None:  # bwrap reads the filter from fd 3, opened by a shell
-        filter_file = box_dir / "seccomp.bpf"
-        filter_file.write_bytes(seccomp)
-        cmd = ["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(filter_file), *cmd]
-    # Not even bwrap gets the gateway's environment: its first child is the sandbox's
-    # pid 1, whose /proc/1/environ the kernel can read.
-    env = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": _LANG}
-    return Launch(cmd, env, str(box_dir), sockets, cgroups)
+    cmd = launcher_command(argv, state_dir=box_dir, seccomp=seccomp, cgroups=cgroups,
+                           user=user)
+    return Launch(cmd, launcher_env(), str(box_dir), sockets, cgroups)
+
+
+def launcher_command(argv: list[str], *, state_dir: Path, seccomp: bytes | None,
+                     cgroups: Cgroups, user: tuple[int, int] | None) -> list[str]:
+    """The command that runs the sandbox of ``argv`` (`bwrap_argv`) through `_launcher`,
+    as ``user`` (uid, gid; None: stays who we are); its state in ``state_dir``."""
+    return _launcher.command(argv, state_dir=state_dir, seccomp=seccomp,
+                             cgroups=cgroups.procs, user=user, public=_PUBLIC)
+
+
+def launcher_env() -> dict[str, str]:
+    """The environment of `launcher_command`: not even bwrap gets ours (its first child is
+    the sandbox's pid 1, whose /proc/1/environ the box can read)."""
+    return {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": _LANG}
+
+
+# Host paths every user may read: bound as they are, never staged.
+_PUBLIC = (*(s for s in _SYSTEM if s != "/opt/conda"), "/etc", "/proc", "/dev", "/sys")

@@ -1,49 +1,58 @@
 """``CodeBox``: the client of the CodeBox REST API, over httpx, sync and async.
 
-Every operation is written once, as a generator in `_ops`; a twin here hands it to the
-sync or the async driver (`_drivers`). Using a key never imports the local machinery
+Every operation is written once, as a generator in `_ops`; `BaseBox` runs it with the sync
+or the async transport (`_transport`). Using a key never imports the local machinery
 (gateway, websockets): without a key, ``CodeBox(...)`` is a `LocalBox`, imported then.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import threading
+import sys
 import uuid
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._commands import (
-    AsyncCommandStream,
-    Command,
-    CommandStream,
-    check_command,
-    check_cwd,
-    check_env,
-    check_timeout,
-)
-from .._paths import check_file_name
-from .._streams import AsyncChunkStream, ChunkStream, StreamSlot
+from .. import _engine as engine
+from .._checks import check_env
+from .._engine import OnProgress, Op
+from .._lifetimes import check_lifetime
+from .._protocol import INTERRUPT
 from .._tls import verify_for
-from ..base import BaseBox, Content, OnOutput, OnProgress, code_to_run
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult, OutputChunk
+from ..base import BaseBox
+from ..errors import CodeBoxError, CodeBoxNotFoundError
+from ..schema import (
+    BoxInfo,
+    CodeBoxFile,
+    CodeBoxOutput,
+    CodeBoxStatus,
+    CommandResult,
+    Snapshot,
+)
 from ..settings import CodeBoxSettings
 from . import _ops as ops
-from ._drivers import AsyncDriver, Done, SyncDriver
-from ._replies import session_id_of
-from ._requests import check_package_names, prepare_upload
+from ._listing import alist_boxes, list_boxes, set_lifetime
+from ._ops import ClientState
+from ._replies import Reply, require, session_id_of
+from ._requests import capabilities_request, interrupt_request, stop_request
 from ._retry import RetryPolicy
+from ._snapshots import adelete_snapshot, delete_snapshot
+from ._transport import AsyncHttpTransport, HttpTransport, convert
 
 if TYPE_CHECKING:
     from ..local import LocalBox
+    from ..templates import Template
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+
+def _template_name(template: str | Template | None) -> str | None:
+    if template is None or isinstance(template, str):
+        return template
+    raise TypeError("a server's templates are named: CodeBox(template='name')")
 
 
 def _wants_local(settings: CodeBoxSettings, local: bool) -> bool:
@@ -62,15 +71,30 @@ def _resolve(
     return base.model_copy(update=update) if update else base
 
 
-def _local_box(settings: CodeBoxSettings, env: Mapping[str, str] | None) -> LocalBox:
+def _snapshot_id(snapshot: Snapshot | str | None) -> str | None:
+    return snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+
+
+def _local_box(settings: CodeBoxSettings, env: Mapping[str, str] | None,
+               lifetime: float | None = None,
+               template: str | Template | None = None,
+               snapshot: Snapshot | str | None = None) -> LocalBox:
     from ..local import LocalBox  # only now: a key's user never loads the local machinery
 
-    return LocalBox(settings=settings, env=env)
+    if isinstance(template, str):
+        raise CodeBoxError(f"template {template!r} names a server's template, and this box "
+                           "is local (no API key): give a Template")
+    return LocalBox(settings=settings, env=env, lifetime=lifetime, template=template,
+                    snapshot=snapshot)
 
 
 class CodeBox(BaseBox):
     """A box on a CodeBox REST API server (see ``docs/protocol.md``); without a key, a
     `LocalBox`.
+
+    ``CodeBox(...)`` is typed as a `CodeBox` for every type checker; without a key (or
+    with ``local=True``) the box it gives is a `LocalBox`, which counts as a `CodeBox`
+    (``isinstance(box, CodeBox)``): both have the same public interface.
 
     The session starts with `start` (or lazily, once, with the first other operation,
     however many threads or tasks race it) and its id is `session_id`, the server's integer
@@ -89,60 +113,15 @@ class CodeBox(BaseBox):
         local: Return a `LocalBox` whatever the key.
         env: Environment variables set in the session's kernel at start (extension
             ``start-options``).
+        lifetime: Seconds after its last use when the session stops by itself (extension
+            ``lifetime``; the server may cut it to its most). Default: the server's idle
+            timeout.
+        template: The name of a template of the server to start from (extension
+            ``templates``); without a key, a `Template` for the `LocalBox`.
+        snapshot: Start from this snapshot of the key's (its id, or the `Snapshot`;
+            extension ``snapshots``): its files, packages and variables.
     """
 
-    # What a call gives, for type checkers that read ``__new__`` (pyright does; mypy
-    # requires a subclass here and falls back to CodeBox): a key makes a CodeBox, "local"
-    # or ``local=True`` a LocalBox, no key either (the environment may hold one).
-    @overload
-    def __new__(  # type: ignore[misc]
-        cls,
-        api_key: Literal["local"],
-        base_url: str | None = None,
-        session_id: int | str | uuid.UUID | None = None,
-        settings: CodeBoxSettings | None = None,
-        timeout: float | None = None,
-        local: bool = False,
-        env: Mapping[str, str] | None = None,
-    ) -> LocalBox: ...
-
-    @overload
-    def __new__(  # type: ignore[misc]
-        cls,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        session_id: int | str | uuid.UUID | None = None,
-        settings: CodeBoxSettings | None = None,
-        timeout: float | None = None,
-        *,
-        local: Literal[True],
-        env: Mapping[str, str] | None = None,
-    ) -> LocalBox: ...
-
-    @overload
-    def __new__(
-        cls,
-        api_key: str,
-        base_url: str | None = None,
-        session_id: int | str | uuid.UUID | None = None,
-        settings: CodeBoxSettings | None = None,
-        timeout: float | None = None,
-        local: Literal[False] = False,
-        env: Mapping[str, str] | None = None,
-    ) -> CodeBox: ...
-
-    @overload
-    def __new__(  # type: ignore[misc]
-        cls,
-        api_key: None = None,
-        base_url: str | None = None,
-        session_id: int | str | uuid.UUID | None = None,
-        settings: CodeBoxSettings | None = None,
-        timeout: float | None = None,
-        local: bool = False,
-        env: Mapping[str, str] | None = None,
-    ) -> CodeBox | LocalBox: ...
-
     def __new__(
         cls,
         api_key: str | None = None,
@@ -152,11 +131,25 @@ class CodeBox(BaseBox):
         timeout: float | None = None,
         local: bool = False,
         env: Mapping[str, str] | None = None,
-    ) -> Any:
+        lifetime: float | None = None,
+        template: str | Template | None = None,
+        snapshot: Snapshot | str | None = None,
+    ) -> CodeBox:
         resolved = _resolve(api_key, base_url, settings, timeout)
         if _wants_local(resolved, local):
-            return _local_box(resolved, env)
+            # A CodeBox: see below.
+            box: Any = _local_box(resolved, env, lifetime, template, snapshot)
+            return box
         return super().__new__(cls)
+
+    @classmethod
+    def __subclasshook__(cls, other: type) -> bool:
+        # A LocalBox is what CodeBox() gives without a key: it counts as one. Looked up, not
+        # imported: a key's user never loads the local machinery.
+        local = sys.modules.get("codebox.local._box")
+        if cls is CodeBox and local is not None and local.LocalBox in other.__mro__:
+            return True
+        return NotImplemented
 
     def __init__(
         self,
@@ -167,22 +160,24 @@ class CodeBox(BaseBox):
         timeout: float | None = None,
         local: bool = False,
         env: Mapping[str, str] | None = None,
+        lifetime: float | None = None,
+        template: str | Template | None = None,
+        snapshot: Snapshot | str | None = None,
     ) -> None:
         super().__init__(settings=_resolve(api_key, base_url, settings, timeout))
-        self._state = ops.ClientState(
+        self._state = ClientState(
             session_id=None if session_id is None else session_id_of(session_id),
             started=session_id is not None,
             retry=RetryPolicy(max_retries=self.settings.max_retries),
             env=check_env(env),
+            lifetime=check_lifetime(lifetime),
+            template=_template_name(template),
+            snapshot=_snapshot_id(snapshot),
         )
-        self._sync = SyncDriver(self._new_client, self.settings.timeout)
-        self._async: AsyncDriver | None = None
-        self._lock = threading.Lock()  # guards the fields below and `_async`
-        self._start_lock = threading.Lock()
-        self._astart_lock: asyncio.Lock | None = None
-        self._slot = StreamSlot()
+        self._remote_ops = _RemoteOps(self._state)
+        self._side: HttpTransport | None = None
         # Tests put an in-memory server here (httpx.MockTransport, httpx.ASGITransport).
-        self._transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None
+        self._http_transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None
 
     @classmethod
     def from_id(cls, session_id: int | str | uuid.UUID, **kwargs: Any) -> BaseBox:
@@ -210,12 +205,11 @@ class CodeBox(BaseBox):
         """The server's id of the session (decimal string), once started or attached."""
         return self._state.session_id
 
-    def _state_name(self) -> str:
-        if self._state.started:
-            return "started"
-        return "stopped" if self._state.session_id else "new"
+    @property
+    def _ops(self) -> _RemoteOps:
+        return self._remote_ops
 
-    # -- plumbing: clients, drivers, the start lock ------------------------------------
+    # -- transports and the side channel ------------------------------------------------
 
     def _client_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -224,379 +218,181 @@ class CodeBox(BaseBox):
             "timeout": httpx.Timeout(self.settings.timeout),
             "verify": verify_for(self.settings.base_url),
         }
-        if self._transport is not None:
-            args["transport"] = self._transport
+        if self._http_transport is not None:
+            args["transport"] = self._http_transport
         return args
 
-    def _new_client(self) -> httpx.Client:
-        return httpx.Client(**self._client_args())
+    def _new_transport(self) -> engine.Transport:
+        return HttpTransport(lambda: httpx.Client(**self._client_args()), self.settings.timeout)
 
-    def _adriver(self) -> AsyncDriver:
-        """The async driver of the running event loop (an AsyncClient lives on one loop)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            driver = self._async
-            if driver is None or driver.loop is not loop:
-                if driver is not None:
-                    logger.debug("%r: new event loop, new AsyncClient", self)
-                    self._drop_async(driver)
-                driver = self._async = AsyncDriver(
-                    lambda: httpx.AsyncClient(**self._client_args()), self.settings.timeout
-                )
-                self._astart_lock = asyncio.Lock()
-            return driver
+    def _new_atransport(self) -> engine.AsyncTransport:
+        return AsyncHttpTransport(lambda: httpx.AsyncClient(**self._client_args()),
+                                  self.settings.timeout)
 
-    def _ensure_started(self) -> None:
-        if not self._state.started:
-            with self._start_lock:  # one session, however many threads race here
-                if not self._state.started:
-                    self._sync.run(ops.start(self._state))
+    def _side_interrupt(self) -> None:
+        """``POST /codebox/{id}/interrupt`` on a client of its own (extension
+        ``interrupt``).
 
-    async def _aensure_started(self) -> None:
-        if not self._state.started:
-            driver = self._adriver()
-            assert self._astart_lock is not None
-            async with self._astart_lock:  # one session, however many tasks race here
-                if not self._state.started:
-                    await driver.run(ops.start(self._state))
+        Raises:
+            CodeBoxError: The server does not support it, or did not answer.
+        """
+        st = self._state
+        sid = st.session_id
+        if not st.started or sid is None:
+            return
+        client = self._side_client()
+        if st.caps is None:
+            st.caps = self._side_send(client, capabilities_request())
+        require(st.caps, INTERRUPT, "interrupt")
+        self._side_send(client, interrupt_request(sid))
 
-    def _call(self, op: ops.Op[T], on_output: OnOutput | None = None, *, start: bool = True) -> T:
-        self._slot.settle()
-        if start:
-            self._ensure_started()
-        return self._sync.run(op, on_output)
-
-    async def _acall(
-        self, op: ops.Op[T], on_output: OnOutput | None = None, *, start: bool = True
-    ) -> T:
-        await self._slot.asettle()
-        if start:
-            await self._aensure_started()
-        return await self._adriver().run(op, on_output)
-
-    def _run_op(
-        self,
-        code: str | None,
-        file_path: str | os.PathLike[str] | None,
-        timeout: float | None,
-        streaming: bool,
-    ) -> ops.Op[CodeBoxOutput]:
-        limit = timeout if timeout is not None else self.settings.run_timeout
-        return ops.run(self._state, code_to_run(code, file_path), limit, streaming=streaming)
-
-    @staticmethod
-    def _drop_async(driver: AsyncDriver) -> None:
-        """Close an async driver's client from blocking code, where its loop allows."""
-        loop = driver.loop
-        if driver.client is None or loop.is_closed():
-            return  # nothing open, or its connections ended with their loop
-        if loop.is_running():
-            loop.call_soon_threadsafe(lambda: loop.create_task(driver.close()))
-        else:
-            loop.run_until_complete(driver.close())
-
-    # -- clients ----------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Release the HTTP clients (the session stays; use `stop` to end it)."""
-        self._slot.settle()
-        with self._lock:
-            driver, self._async = self._async, None
-        self._sync.close()
-        if driver is not None:
-            self._drop_async(driver)
-
-    async def aclose(self) -> None:
-        """Async version of `close`."""
-        await self._slot.asettle()
-        with self._lock:
-            driver, self._async = self._async, None
-        self._sync.close()
-        if driver is not None and driver.loop is asyncio.get_running_loop():
-            await driver.close()
-        elif driver is not None:
-            self._drop_async(driver)
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    def start(self) -> CodeBoxStatus:
-        """Start a session on the server (idempotent). Returns the status ``"started"``."""
-        self._slot.settle()
-        self._ensure_started()
-        return CodeBoxStatus(status="started")
-
-    async def astart(self) -> CodeBoxStatus:
-        """Async version of `start`."""
-        await self._slot.asettle()
-        await self._aensure_started()
-        return CodeBoxStatus(status="started")
-
-    def stop(self) -> CodeBoxStatus:
-        """Stop the session on the server (idempotent) and release the HTTP clients."""
+    def _side_stop(self) -> bool:
+        """``POST /codebox/{id}/stop`` on the side client: the server ends the session's
+        operation in progress, which answers its request at once (a run that ignores
+        interrupts included)."""
+        sid = self._state.session_id
+        if not self._state.started or sid is None:
+            return False
         try:
-            return self._call(ops.stop(self._state), start=False)
-        finally:
-            self.close()
+            self._side_send(self._side_client(), stop_request(sid))
+        except CodeBoxNotFoundError:
+            pass  # stopped already
+        except CodeBoxError as exc:
+            logger.info("%r: stop could not reach the server beside the operation in "
+                        "progress: %s", self, exc)
+            return False
+        return True
 
-    async def astop(self) -> CodeBoxStatus:
-        """Async version of `stop`."""
+    def _side_client(self) -> httpx.Client:
+        if self._side is None:
+            self._side = HttpTransport(lambda: httpx.Client(**self._client_args()),
+                                       self.settings.timeout)
+        return self._side.client()
+
+    def _side_send(self, client: httpx.Client, req: Any) -> Any:
         try:
-            return await self._acall(ops.stop(self._state), start=False)
-        finally:
-            await self.aclose()
+            response = client.request(req.method, req.path, params=req.params, json=req.json)
+        except httpx.HTTPError as exc:
+            raise convert(req.what, exc) from exc
+        return req.interpret(Reply(response.status_code, response.headers, response.content))
+
+    def _stop_grace(self) -> float:
+        # The server interrupts, and restarts a kernel that ignores it, within its own grace.
+        return self.settings.interrupt_timeout + 5.0
+
+    def _stopped(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            side.close()
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def _fork_box(self, snapshot: Snapshot) -> CodeBox:
+        st = self._state
+        return CodeBox(settings=self.settings, env=st.env, lifetime=st.lifetime,
+                       template=st.template, snapshot=snapshot.id)
+
+    def _drop_snapshot(self, snapshot: Snapshot) -> None:
+        type(self).delete_snapshot(snapshot.id, settings=self.settings)
+
+    async def _adrop_snapshot(self, snapshot: Snapshot) -> None:
+        await type(self).adelete_snapshot(snapshot.id, settings=self.settings)
+
+    @classmethod
+    def delete_snapshot(cls, snapshot_id: str, api_key: str | None = None,
+                        base_url: str | None = None,
+                        settings: CodeBoxSettings | None = None) -> None:
+        """Remove a snapshot of the key's on the server (extension ``snapshots``); without
+        a key, one of this machine's (`LocalBox.delete_snapshot`).
+
+        Raises:
+            CodeBoxNotFoundError: The key has no such snapshot.
+        """
+        delete_snapshot(cls, snapshot_id, api_key, base_url, settings)
+
+    @classmethod
+    async def adelete_snapshot(cls, snapshot_id: str, api_key: str | None = None,
+                               base_url: str | None = None,
+                               settings: CodeBoxSettings | None = None) -> None:
+        """Async version of `delete_snapshot`."""
+        await adelete_snapshot(cls, snapshot_id, api_key, base_url, settings)
+
+    # Last in the class: below ``list``, the name would shadow the builtin in annotations.
+    @classmethod
+    async def alist(cls, api_key: str | None = None, base_url: str | None = None,
+                    settings: CodeBoxSettings | None = None) -> list[BoxInfo]:
+        """Async version of `list`."""
+        return await alist_boxes(cls, api_key, base_url, settings)
+
+    @classmethod
+    def list(cls, api_key: str | None = None, base_url: str | None = None,
+             settings: CodeBoxSettings | None = None) -> list[BoxInfo]:
+        """The sessions of the API key on the server (extension ``list``), oldest first;
+        without a key, this process's `LocalBox`es."""
+        return list_boxes(cls, api_key, base_url, settings)
+
+
+class _RemoteOps:
+    """The operations of a `CodeBox`, bound to its session's state."""
+
+    def __init__(self, state: ClientState) -> None:
+        self._st = state
 
     def status(self) -> CodeBoxStatus:
-        """The session's status on the server; ``"stopped"`` without asking if it was never
-        started or was stopped by this box."""
-        return self._sync.run(ops.status(self._state))
+        return ops.status(self._st)
 
-    async def astatus(self) -> CodeBoxStatus:
-        """Async version of `status`."""
-        return await self._adriver().run(ops.status(self._state))
+    def start(self) -> Op[CodeBoxStatus]:
+        return ops.start(self._st)
 
-    # -- code -------------------------------------------------------------------------
+    def stop(self) -> Op[CodeBoxStatus]:
+        return ops.stop(self._st)
 
-    def run(
-        self,
-        code: str | None = None,
-        *,
-        file_path: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        on_output: OnOutput | None = None,
-    ) -> CodeBoxOutput:
-        """Run code (or the local file ``file_path``) in the session; see `BaseBox.run`.
+    def restart(self) -> Op[CodeBoxStatus]:
+        return ops.restart(self._st)
 
-        With ``on_output`` on a server that streams, chunks are passed on as they arrive;
-        otherwise after the run. On a core-only server ``timeout`` is not sent: the HTTP
-        read waits ``timeout`` plus a margin and then raises `CodeBoxTimeoutError`.
-        """
-        return self._call(self._run_op(code, file_path, timeout, on_output is not None),
-                          on_output)
+    def run(self, code: str, timeout: float | None, streaming: bool) -> Op[CodeBoxOutput]:
+        return ops.run(self._st, code, timeout, streaming=streaming)
 
-    async def arun(
-        self,
-        code: str | None = None,
-        *,
-        file_path: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        on_output: OnOutput | None = None,
-    ) -> CodeBoxOutput:
-        """Async version of `run`."""
-        return await self._acall(self._run_op(code, file_path, timeout, on_output is not None),
-                                 on_output)
+    def shell(self, command: str | list[str], timeout: float | None, cwd: str | None,
+              env: dict[str, str], streaming: bool) -> Op[CommandResult]:
+        args = {"command": command, "timeout": timeout, "cwd": cwd, "env": env}
+        return ops.shell(self._st, args, streaming=streaming)
 
-    def stream(self, code: str, *, timeout: float | None = None) -> ChunkStream:
-        """Run code and yield its chunks as they are produced (NDJSON where the server
-        announces ``stream``; otherwise the chunks of a plain run, after it); see
-        `BaseBox.stream`. Leaving early interrupts the run where the server offers
-        ``interrupt`` (and closes the answer, which the server takes as an interrupt)."""
-        op = self._run_op(code, None, timeout, True)
+    def install(self, names: tuple[str, ...], timeout: float) -> Op[CodeBoxStatus]:
+        return ops.install(self._st, names, timeout)
 
-        def begin() -> Any:
-            self._ensure_started()
-            return self._sync.steps(op)
+    def upload(self, name: str, data: bytes | memoryview, timeout: float,
+               on_progress: OnProgress | None) -> Op[CodeBoxFile]:
+        return ops.upload(self._st, name, data, timeout, on_progress)
 
-        return ChunkStream(self._slot, begin)
+    def download(self, name: str, timeout: float,
+                 on_progress: OnProgress | None) -> Op[CodeBoxFile]:
+        return ops.download(self._st, name, timeout, on_progress)
 
-    def astream(self, code: str, *, timeout: float | None = None) -> AsyncChunkStream:
-        """Async version of `stream`."""
-        op = self._run_op(code, None, timeout, True)
+    def read(self, name: str, timeout: float) -> Op[None]:
+        return ops.read(self._st, name, timeout)
 
-        async def begin() -> AsyncGenerator[OutputChunk | Done, None]:
-            await self._aensure_started()
-            return self._adriver().steps(op)
+    def list_files(self) -> Op[list[CodeBoxFile]]:
+        return ops.list_files(self._st)
 
-        return AsyncChunkStream(self._slot, begin, lambda item: isinstance(item, Done))
+    def remove(self, path: str) -> Op[CodeBoxStatus]:
+        return ops.remove(self._st, path)
 
-    def interrupt(self) -> CodeBoxStatus:
-        """Interrupt the session's running execution (extension ``interrupt``); callable
-        from another thread while a run is in progress. Without a session there is nothing
-        to interrupt: nothing is sent and the status is ``"stopped"``.
+    def rename(self, source: str, destination: str) -> Op[CodeBoxFile]:
+        return ops.rename(self._st, source, destination)
 
-        Raises:
-            CodeBoxError: The server does not support it.
-        """
-        return self._sync.run(ops.interrupt(self._state))
+    def make_dir(self, path: str) -> Op[CodeBoxFile]:
+        return ops.make_dir(self._st, path)
 
-    async def ainterrupt(self) -> CodeBoxStatus:
-        """Async version of `interrupt`."""
-        return await self._adriver().run(ops.interrupt(self._state))
+    def exists(self, path: str) -> Op[bool]:
+        return ops.exists(self._st, path)
 
-    def restart(self) -> CodeBoxStatus:
-        """Restart the session's kernel: variables are gone, files are kept."""
-        return self._call(ops.restart(self._state))
+    def file_info(self, path: str) -> Op[CodeBoxFile]:
+        return ops.file_info(self._st, path)
 
-    async def arestart(self) -> CodeBoxStatus:
-        """Async version of `restart`."""
-        return await self._acall(ops.restart(self._state))
+    def set_lifetime(self, seconds: float | None) -> Op[datetime | None]:
+        return set_lifetime(self._st, seconds)
 
-    def install(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
-        """Install packages with pip in the session (one request per package on a core-only
-        server). ``timeout``: seconds per request (default: the box's ``timeout``).
+    def snapshot(self) -> Op[Snapshot]:
+        return ops.snapshot(self._st)
 
-        Raises:
-            ValueError: No package names, or an empty one.
-            CodeBoxError: The install failed.
-        """
-        return self._call(ops.install(self._state, check_package_names(package_names), timeout))
-
-    async def ainstall(self, *package_names: str, timeout: float | None = None) -> CodeBoxStatus:
-        """Async version of `install`."""
-        names = check_package_names(package_names)
-        return await self._acall(ops.install(self._state, names, timeout))
-
-    # -- files ------------------------------------------------------------------------
-
-    def upload(
-        self, file_name: str, content: Content, *, timeout: float | None = None,
-        on_progress: OnProgress | None = None,
-    ) -> CodeBoxFile:
-        """Upload ``content`` as the file ``file_name`` of the session; see `BaseBox.upload`.
-
-        ``timeout``: seconds for the transfer (default: the box's ``timeout``).
-        """
-        name, data = prepare_upload(file_name, content)
-        return self._call(ops.upload(self._state, name, data, timeout, on_progress))
-
-    async def aupload(
-        self, file_name: str, content: Content, *, timeout: float | None = None,
-        on_progress: OnProgress | None = None,
-    ) -> CodeBoxFile:
-        """Async version of `upload`."""
-        name, data = prepare_upload(file_name, content)
-        return await self._acall(ops.upload(self._state, name, data, timeout, on_progress))
-
-    def download(
-        self, file_name: str, *, timeout: float | None = None,
-        on_progress: OnProgress | None = None,
-    ) -> CodeBoxFile:
-        """Download the file ``file_name`` of the session; its name is the one the server's
-        ``Content-Disposition`` gives, else ``file_name``.
-
-        Raises:
-            CodeBoxNotFoundError: There is no such file.
-        """
-        name = check_file_name(file_name)
-        return self._call(ops.download(self._state, name, timeout, on_progress))
-
-    async def adownload(
-        self, file_name: str, *, timeout: float | None = None,
-        on_progress: OnProgress | None = None,
-    ) -> CodeBoxFile:
-        """Async version of `download`."""
-        name = check_file_name(file_name)
-        return await self._acall(ops.download(self._state, name, timeout, on_progress))
-
-    def list_files(self) -> list[CodeBoxFile]:
-        """The files of the session, sorted by name (sizes where the server gives them)."""
-        return self._call(ops.list_files(self._state))
-
-    async def alist_files(self) -> list[CodeBoxFile]:
-        """Async version of `list_files`."""
-        return await self._acall(ops.list_files(self._state))
-
-    # -- file operations (extension ``file-ops``) ------------------------------------------
-
-    def remove(self, path: str) -> CodeBoxStatus:
-        return self._call(ops.remove(self._state, check_file_name(path)))
-
-    async def aremove(self, path: str) -> CodeBoxStatus:
-        return await self._acall(ops.remove(self._state, check_file_name(path)))
-
-    def rename(self, source: str, destination: str) -> CodeBoxFile:
-        paths = check_file_name(source), check_file_name(destination)
-        return self._call(ops.rename(self._state, *paths))
-
-    async def arename(self, source: str, destination: str) -> CodeBoxFile:
-        paths = check_file_name(source), check_file_name(destination)
-        return await self._acall(ops.rename(self._state, *paths))
-
-    def make_dir(self, path: str) -> CodeBoxFile:
-        return self._call(ops.make_dir(self._state, check_file_name(path)))
-
-    async def amake_dir(self, path: str) -> CodeBoxFile:
-        return await self._acall(ops.make_dir(self._state, check_file_name(path)))
-
-    def exists(self, path: str) -> bool:
-        return self._call(ops.exists(self._state, check_file_name(path)))
-
-    async def aexists(self, path: str) -> bool:
-        return await self._acall(ops.exists(self._state, check_file_name(path)))
-
-    def file_info(self, path: str) -> CodeBoxFile:
-        return self._call(ops.file_info(self._state, check_file_name(path)))
-
-    async def afile_info(self, path: str) -> CodeBoxFile:
-        return await self._acall(ops.file_info(self._state, check_file_name(path)))
-
-    # -- shell commands (extension ``shell``) ---------------------------------------------
-
-    def _shell_op(self, command: Command, timeout: float | None, cwd: str | None,
-                  env: Mapping[str, str] | None, streaming: bool) -> ops.Op[CommandResult]:
-        args = {"command": check_command(command), "cwd": check_cwd(cwd),
-                "env": check_env(env),
-                "timeout": check_timeout(timeout) or self.settings.run_timeout}
-        return ops.shell(self._state, args, streaming=streaming)
-
-    def shell(
-        self,
-        command: Command,
-        *,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        on_output: OnOutput | None = None,
-    ) -> CommandResult:
-        """Run a command in the session (extension ``shell``); see `BaseBox.shell`. With
-        ``on_output`` the output streams as it comes.
-
-        Raises:
-            CodeBoxError: The server does not support shell commands.
-        """
-        op = self._shell_op(command, timeout, cwd, env, on_output is not None)
-        return self._call(op, on_output)
-
-    async def ashell(
-        self,
-        command: Command,
-        *,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        on_output: OnOutput | None = None,
-    ) -> CommandResult:
-        """Async version of `shell`."""
-        op = self._shell_op(command, timeout, cwd, env, on_output is not None)
-        return await self._acall(op, on_output)
-
-    def stream_shell(
-        self,
-        command: Command,
-        *,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> CommandStream:
-        op = self._shell_op(command, timeout, cwd, env, True)
-
-        def begin() -> Any:
-            self._ensure_started()
-            return self._sync.steps(op)
-
-        return CommandStream(self._slot, begin)
-
-    def astream_shell(
-        self,
-        command: Command,
-        *,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> AsyncCommandStream:
-        op = self._shell_op(command, timeout, cwd, env, True)
-
-        async def begin() -> AsyncGenerator[OutputChunk | Done, None]:
-            await self._aensure_started()
-            return self._adriver().steps(op)
-
-        return AsyncCommandStream(self._slot, begin)

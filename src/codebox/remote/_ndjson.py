@@ -1,6 +1,7 @@
 """The NDJSON lines of a streamed run (``run/stream``), read without I/O.
 
-Chunks come one JSON object per line as the code produces them; the last line is
+Chunks come one JSON object per line as the code produces them (with ``data`` and
+``display_id`` from a server with the ``bundles`` extension); the last line is
 ``{"type": "end", "output": ...}``, or ``{"type": "end", "error": {"status", "detail"}}``
 when the server or the box failed mid-run: that becomes the `CodeBoxError` the same
 failure raises on ``/run``, with the chunks received so far as its ``chunks``.
@@ -12,8 +13,17 @@ import json
 from typing import Any
 
 from ..errors import CodeBoxConnectionError, CodeBoxError
-from ..schema import CodeBoxOutput, CommandResult, OutputChunk
+from ..schema import CodeBoxOutput, CommandResult, OutputChunk, fold_chunks
 from ._replies import detail_of, error_class, parse_command, parse_run
+
+
+def chunk_of(item: dict[str, Any]) -> OutputChunk:
+    """The chunk of a stream line; a display's bundle and id where the server sends them
+    (extension ``bundles``; ignored when malformed)."""
+    data, display_id = item.get("data"), item.get("display_id")
+    return OutputChunk(type=item["type"], content=str(item.get("content", "")),
+                       data=data if isinstance(data, dict) else None,
+                       display_id=display_id if isinstance(display_id, str) else None)
 
 
 class StreamState:
@@ -50,7 +60,7 @@ class StreamState:
             self.ended = True
             self.output = self._end(item)
             return None
-        chunk = OutputChunk(type=item["type"], content=str(item.get("content", "")))
+        chunk = chunk_of(item)
         self.chunks.append(chunk)
         return chunk
 
@@ -68,7 +78,7 @@ class StreamState:
         output = item.get("output")
         if isinstance(output, dict):
             return parse_run(output, rich=True, what=self.what)
-        return CodeBoxOutput.from_chunks(self.chunks)
+        return CodeBoxOutput.from_chunks(fold_chunks(self.chunks))
 
     def _broken(self, problem: str) -> CodeBoxError:
         return self._with_chunks(CodeBoxError(f"CodeBox {self.what}: {problem}"))

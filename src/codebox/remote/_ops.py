@@ -1,12 +1,13 @@
 """What a `CodeBox` does, written once for its sync and async twins: pure, no I/O.
 
-Each operation is a generator that yields I/O requests (`Send`, `Open`, `ReadLine`,
-`ReadChunk`, `CloseStream`, `Sleep`, `Emit`) and receives their results; `codebox.remote._drivers`
-carries them out, once with ``httpx.Client`` and once with ``httpx.AsyncClient``. Every
-request goes through `call`, the one place where retries happen (streams included).
+Each operation is a generator for the engine (`codebox._engine`): it yields requests
+(`Send`, `Open`, `ReadLine`, `ReadChunk`, `CloseStream`, `Sleep`, and the engine's `Emit`)
+and receives their results; `_transport` carries them out over httpx. Every request goes
+through `call`, the one place where retries happen (streams included), and every operation
+on a session starts it first if it was never started (`session`).
 
-Adding an operation means: a request builder in `_requests`, a generator here, and two
-thin twins on `CodeBox` that hand the generator to a driver.
+Adding an operation means: a request builder in `_requests`, a generator here, and a
+method of `RemoteOps` (`_box`).
 """
 
 from __future__ import annotations
@@ -14,23 +15,34 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..errors import CodeBoxError, CodeBoxNotFoundError
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult, OutputChunk
-from ._ndjson import CommandLines, StreamState
-from ._replies import (
+from .._engine import Cleanup, Emit, Op, Revoked
+from .._protocol import (
     FILE_OPS,
     INTERRUPT,
+    LIFETIME,
     SHELL,
+    SNAPSHOTS,
     START_OPTIONS,
     STREAM,
-    Capabilities,
-    Reply,
-    require,
+    TEMPLATES,
 )
+from ..errors import CodeBoxError, CodeBoxNotFoundError
+from ..schema import (
+    CodeBoxFile,
+    CodeBoxOutput,
+    CodeBoxStatus,
+    CommandResult,
+    ExecError,
+    OutputChunk,
+    Snapshot,
+    fold_chunks,
+)
+from ._ndjson import CommandLines, StreamState
+from ._replies import Capabilities, Reply, require
 from ._requests import (
     Request,
     capabilities_request,
@@ -47,6 +59,7 @@ from ._requests import (
     run_request,
     shell_request,
     shell_stream_request,
+    snapshot_request,
     start_request,
     status_request,
     stop_request,
@@ -62,6 +75,15 @@ T = TypeVar("T")
 # -- the I/O requests --------------------------------------------------------------------
 
 
+@dataclass
+class Answer:
+    """An answer an operation holds open (`Open`), read with `ReadLine` or `ReadChunk`."""
+
+    response: Any = None
+    parts: Any = None  # its lines or its bytes, once the operation reads it
+    what: str = ""
+
+
 @dataclass(frozen=True)
 class Send:
     """Send ``request`` and read its whole answer; the result is a `Reply`. A transport
@@ -72,26 +94,33 @@ class Send:
 
 @dataclass(frozen=True)
 class Open:
-    """Send ``request`` and keep its answer open for `ReadLine`; the result is a `Reply`
+    """Send ``request`` and keep its answer open in ``answer``; the result is a `Reply`
     without content (with the whole body when the status is an error). A transport failure
     comes back as `SendFailed`."""
 
     request: Request[Any]
+    answer: Answer
 
 
 @dataclass(frozen=True)
 class ReadLine:
     """The next line of the open answer; ``None`` once it has ended."""
 
+    answer: Answer
+
 
 @dataclass(frozen=True)
 class ReadChunk:
     """The next piece of the open answer's body, as bytes; ``None`` once it has ended."""
 
+    answer: Answer
+
 
 @dataclass(frozen=True)
-class CloseStream:
+class CloseStream(Cleanup):
     """Close the open answer, if any (the server sees the client leave)."""
+
+    answer: Answer
 
 
 @dataclass(frozen=True)
@@ -101,21 +130,8 @@ class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True)
-class Emit:
-    """Hand one output chunk to the caller (``on_output``, or the stream's consumer)."""
-
-    chunk: OutputChunk
-
-
-Io = Send | Open | ReadLine | ReadChunk | CloseStream | Sleep
-"""The requests a driver carries out itself (it hands `Emit` on to the consumer)."""
-IoRequest = Io | Emit
-Op = Generator[IoRequest, Any, T]
-
-
 class SendFailed(Exception):
-    """A request did not get an answer; thrown into the operation by the driver.
+    """A request did not get an answer; raised by the transport into the operation.
 
     Attributes:
         error: The `CodeBoxError` to raise if the request is not sent again.
@@ -126,10 +142,6 @@ class SendFailed(Exception):
         super().__init__(str(error))
         self.error = error
         self.unsent = unsent
-
-
-class StreamAbandoned(Exception):
-    """Thrown into a streaming run whose consumer left: the run is interrupted."""
 
 
 # -- the state of one box's session ---------------------------------------------------------
@@ -151,20 +163,17 @@ class ClientState:
     caps: Capabilities | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     env: dict[str, str] = field(default_factory=dict)  # set in the kernel at start
-
-    @property
-    def sid(self) -> str:
-        """The session id of a started session."""
-        if not self.started or self.session_id is None:
-            raise CodeBoxError("the CodeBox session is not started")
-        return self.session_id
+    lifetime: float | None = None  # seconds the session may stay unused (sent at start)
+    template: str | None = None  # the server's template the session starts from
+    snapshot: str | None = None  # the snapshot the session starts from
 
 
 # -- building blocks -------------------------------------------------------------------------
 
 
-def call(st: ClientState, req: Request[T]) -> Op[T]:
-    """Send ``req`` until it has an answer the retry policy accepts; its result.
+def call(st: ClientState, req: Request[T], answer: Answer | None = None) -> Op[T]:
+    """Send ``req`` until it has an answer the retry policy accepts; its result. A streamed
+    request (``req.stream``) keeps its answer open in ``answer``.
 
     Raises:
         CodeBoxError: The answer is an error, or no answer came.
@@ -172,7 +181,11 @@ def call(st: ClientState, req: Request[T]) -> Op[T]:
     first, attempt = st.retry.monotonic(), 0
     while True:
         try:
-            reply: Reply = yield Open(req) if req.stream else Send(req)
+            if req.stream:
+                assert answer is not None
+                reply: Reply = yield Open(req, answer)
+            else:
+                reply = yield Send(req)
         except SendFailed as failed:
             delay = st.retry.after_failure(req.op, attempt, failed.unsent)
             if delay is None or not st.retry.in_time(first, delay):
@@ -193,38 +206,67 @@ def capabilities(st: ClientState) -> Op[Capabilities]:
     return st.caps
 
 
+def session(st: ClientState) -> Op[str]:
+    """The session's id, starting a session first if the box has none (a box that was
+    never started, or was stopped, starts lazily)."""
+    if not st.started or st.session_id is None:
+        if st.env:
+            require((yield from capabilities(st)), START_OPTIONS, "start with env")
+        if st.lifetime is not None:
+            require((yield from capabilities(st)), LIFETIME, "lifetime")
+        if st.template:
+            require((yield from capabilities(st)), TEMPLATES, "start from a template")
+        if st.snapshot:
+            require((yield from capabilities(st)), SNAPSHOTS, "start from a snapshot")
+        st.session_id = yield from call(st, start_request(st.env, st.lifetime, st.template,
+                                                          st.snapshot))
+        st.started = True
+    return st.session_id
+
+
 # -- the operations --------------------------------------------------------------------------
 
 
 def start(st: ClientState) -> Op[CodeBoxStatus]:
-    if not st.started:
-        if st.env:
-            require((yield from capabilities(st)), START_OPTIONS, "start with env")
-        st.session_id = yield from call(st, start_request(st.env))
-        st.started = True
+    yield from session(st)
     return CodeBoxStatus(status="started")
 
 
 def stop(st: ClientState) -> Op[CodeBoxStatus]:
     if st.started and st.session_id is not None:
-        yield from call(st, stop_request(st.session_id))
+        try:
+            yield from call(st, stop_request(st.session_id))
+        except CodeBoxNotFoundError:
+            pass  # stopped already (by its lifetime, or another client)
     st.started = False
     return CodeBoxStatus(status="stopped")
 
 
-def status(st: ClientState) -> Op[CodeBoxStatus]:
-    if not st.started or st.session_id is None:
-        return CodeBoxStatus(status="stopped")
-    return (yield from call(st, status_request(st.session_id)))
+def status(st: ClientState) -> CodeBoxStatus:
+    """What the box knows, no I/O: ``"running"`` once a session is started."""
+    return CodeBoxStatus(status="running" if st.started else "stopped")
 
 
-def run(st: ClientState, code: str, timeout: float | None, *, streaming: bool) -> Op[CodeBoxOutput]:
+def run(st: ClientState, code: str, timeout: float | None, *, streaming: bool
+        ) -> Op[CodeBoxOutput]:
     """Run ``code``. With ``streaming``, emit each chunk: as it comes where the server
     streams, else after the run."""
+    sid = yield from session(st)
     caps = yield from capabilities(st)
     if streaming and caps.has(STREAM):
-        return (yield from _streamed(st, stream_request(st.sid, code, timeout, caps), caps))
-    output = yield from call(st, run_request(st.sid, code, timeout, caps))
+        lines = StreamState(f"stream in session {sid}")
+        try:
+            return (yield from _streamed(st, stream_request(sid, code, timeout, caps), caps,
+                                         lines))
+        except Revoked:
+            # The box was stopped under the run: what came, then the run's end, as a
+            # LocalBox says it.
+            error = ExecError(name="KernelDiedError",
+                              value="the box was stopped while this code ran")
+            yield Emit(OutputChunk(type="error", content=str(error)))
+            chunks = [*lines.chunks, OutputChunk(type="error", content=str(error))]
+            return CodeBoxOutput.from_chunks(fold_chunks(chunks), error=error)
+    output = yield from call(st, run_request(sid, code, timeout, caps))
     if streaming:
         for chunk in output.chunks:
             yield Emit(chunk)
@@ -233,43 +275,46 @@ def run(st: ClientState, code: str, timeout: float | None, *, streaming: bool) -
 
 def _streamed(st: ClientState, req: Request[None], caps: Capabilities,
               lines: StreamState | None = None) -> Op[CodeBoxOutput]:
-    yield from call(st, req)
+    answer = Answer()
+    yield from call(st, req, answer)
     lines = lines if lines is not None else StreamState(req.what)
     try:
-        while not lines.ended and (line := (yield ReadLine())) is not None:
+        while not lines.ended and (line := (yield ReadLine(answer))) is not None:
             chunk = lines.feed(line)
             if chunk is not None:
                 yield Emit(chunk)
-    except BaseException:
+    except BaseException as exc:
         # The consumer left (or failed, or was cancelled): leaving the answer tells the
-        # server to stop the run; the interrupt makes sure of it.
-        yield CloseStream()
-        if not lines.ended and caps.has(INTERRUPT):
+        # server to stop the run; the interrupt makes sure of it (unless the box is being
+        # stopped: then the stop does).
+        yield CloseStream(answer)
+        if (not lines.ended and not isinstance(exc, Revoked) and caps.has(INTERRUPT)
+                and st.session_id is not None):
             try:
-                yield from call(st, interrupt_request(st.sid))
+                yield from call(st, interrupt_request(st.session_id))
             except CodeBoxError as exc:
                 logger.warning("CodeBox: could not interrupt the abandoned run: %s", exc)
         raise
-    yield CloseStream()
+    yield CloseStream(answer)
     return lines.result()
 
 
-def interrupt(st: ClientState) -> Op[CodeBoxStatus]:
-    """Interrupt the running execution; a box without a session has none: nothing is sent."""
-    if not st.started or st.session_id is None:
-        return CodeBoxStatus(status="stopped")
-    require((yield from capabilities(st)), INTERRUPT, "interrupt")
-    return (yield from call(st, interrupt_request(st.session_id)))
+def snapshot(st: ClientState) -> Op[Snapshot]:
+    """Snapshot the session on the server (extension ``snapshots``)."""
+    sid = yield from session(st)
+    require((yield from capabilities(st)), SNAPSHOTS, "snapshot")
+    return (yield from call(st, snapshot_request(sid)))
 
 
 def restart(st: ClientState) -> Op[CodeBoxStatus]:
-    return (yield from call(st, restart_request(st.sid)))
+    return (yield from call(st, restart_request((yield from session(st)))))
 
 
-def install(st: ClientState, names: tuple[str, ...], timeout: float | None) -> Op[CodeBoxStatus]:
+def install(st: ClientState, names: tuple[str, ...], timeout: float) -> Op[CodeBoxStatus]:
+    sid = yield from session(st)
     caps = yield from capabilities(st)
     statuses = []
-    for req in install_requests(st.sid, names, caps, timeout):
+    for req in install_requests(sid, names, caps, timeout):
         statuses.append((yield from call(st, req)))
     return join_statuses(statuses)
 
@@ -277,13 +322,13 @@ def install(st: ClientState, names: tuple[str, ...], timeout: float | None) -> O
 OnProgress = Callable[[int, int], Any]
 
 
-def upload(st: ClientState, name: str, data: bytes, timeout: float | None,
+def upload(st: ClientState, name: str, data: bytes | memoryview, timeout: float,
            on_progress: OnProgress | None = None) -> Op[CodeBoxFile]:
-    req = upload_request(st.sid, name, data, timeout)
+    req = upload_request((yield from session(st)), name, bytes(data), timeout)
     if on_progress is not None:
         # The client reads the content as it sends it: each read is progress.
-        files: Any = {"file": (name, _Reporting(data, on_progress), "application/octet-stream")}
-        req = dataclasses.replace(req, files=files)
+        content: Any = _Reporting(bytes(data), on_progress)
+        req = dataclasses.replace(req, files={"file": (name, content, "application/octet-stream")})
     return (yield from call(st, req))
 
 
@@ -302,30 +347,50 @@ class _Reporting(io.BytesIO):
         return part
 
 
-def download(st: ClientState, name: str, timeout: float | None,
+def _opened(req: Request[Any]) -> Request[Reply]:
+    """``req`` with its answer kept open, to be read piece by piece."""
+    return Request(req.op, req.what, req.method, req.path, lambda r: r, params=req.params,
+                   json=req.json, timeout=req.timeout, stream=True)
+
+
+def download(st: ClientState, name: str, timeout: float,
              on_progress: OnProgress | None = None) -> Op[CodeBoxFile]:
-    req = download_request(st.sid, name, timeout)
+    req = download_request((yield from session(st)), name, timeout)
     if on_progress is None:
         return (yield from call(st, req))
-    opened: Request[Reply] = Request(req.op, req.what, req.method, req.path, lambda r: r,
-                                     params=req.params, json=req.json, timeout=req.timeout,
-                                     stream=True)
-    reply = yield from call(st, opened)
+    answer = Answer()
+    reply = yield from call(st, _opened(req), answer)
     length = reply.headers.get("content-length", "")
     total, parts, done = int(length) if length.isdigit() else 0, [], 0
     on_progress(0, total)
     try:
-        while (part := (yield ReadChunk())) is not None:
+        while (part := (yield ReadChunk(answer))) is not None:
             parts.append(part)
             done += len(part)
             on_progress(done, max(total, done))
     finally:
-        yield CloseStream()
+        yield CloseStream(answer)
     return req.interpret(Reply(reply.status, reply.headers, b"".join(parts)))
 
 
+def read(st: ClientState, name: str, timeout: float) -> Op[None]:
+    """Emit the file's size (its ``Content-Length``), then its content as it arrives."""
+    req = download_request((yield from session(st)), name, timeout)
+    answer = Answer()
+    reply = yield from call(st, _opened(req), answer)
+    length = reply.headers.get("content-length", "")
+    try:
+        if not length.isdigit():
+            raise CodeBoxError(f"{req.what}: the server did not say the file's size")
+        yield Emit(int(length))
+        while (part := (yield ReadChunk(answer))) is not None:
+            yield Emit(part)
+    finally:
+        yield CloseStream(answer)
+
+
 def list_files(st: ClientState) -> Op[list[CodeBoxFile]]:
-    return (yield from call(st, files_request(st.sid)))
+    return (yield from call(st, files_request((yield from session(st)))))
 
 
 # -- shell commands and file operations (extensions ``shell``, ``file-ops``) -------------
@@ -334,19 +399,21 @@ def list_files(st: ClientState) -> Op[list[CodeBoxFile]]:
 def shell(st: ClientState, args: dict[str, Any], *, streaming: bool) -> Op[CommandResult]:
     """Run a shell command (``args`` checked: command, timeout, cwd, env). With
     ``streaming``, emit each chunk as it comes."""
+    sid = yield from session(st)
     caps = yield from capabilities(st)
     require(caps, SHELL, "shell")
     if not streaming:
-        return (yield from call(st, shell_request(st.sid, args)))
-    req = shell_stream_request(st.sid, args)
+        return (yield from call(st, shell_request(sid, args)))
+    req = shell_stream_request(sid, args)
     lines = CommandLines(req.what)
     yield from _streamed(st, req, caps, lines)
     return lines.command_result()
 
 
 def _file_ops(st: ClientState) -> Op[str]:
+    sid = yield from session(st)
     require((yield from capabilities(st)), FILE_OPS, "file operations")
-    return st.sid
+    return sid
 
 
 def remove(st: ClientState, path: str) -> Op[CodeBoxStatus]:
@@ -370,6 +437,7 @@ def exists(st: ClientState, path: str) -> Op[bool]:
         yield from file_info(st, path)
     except CodeBoxNotFoundError:
         # 404 is also an unknown session: that is an error, not a missing file.
-        yield from call(st, status_request(st.sid))
+        assert st.session_id is not None
+        yield from call(st, status_request(st.session_id))
         return False
     return True

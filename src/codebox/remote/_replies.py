@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,24 +25,18 @@ from ..errors import (
     CodeBoxServerError,
 )
 from ..schema import (
+    BoxInfo,
     CodeBoxFile,
     CodeBoxOutput,
     CodeBoxStatus,
     CommandResult,
     ExecError,
     OutputChunk,
+    Snapshot,
 )
 
 logger = logging.getLogger(__name__)
 
-# Extensions a server may announce in ``GET /codebox/capabilities``.
-RICH_RUN = "rich-run"
-STREAM = "stream"
-INTERRUPT = "interrupt"
-FILE_SIZES = "file-sizes"
-START_OPTIONS = "start-options"
-SHELL = "shell"
-FILE_OPS = "file-ops"
 
 _DETAIL_LIMIT = 500
 
@@ -342,3 +337,40 @@ def parse_files(body: Any, *, what: str = "list_files") -> list[CodeBoxFile]:
         else:
             raise CodeBoxError(f"CodeBox {what}: unexpected file entry {entry!r:.200}")
     return sorted(files, key=lambda f: f.name)
+
+
+def parse_sessions(reply: Reply) -> list[BoxInfo]:
+    """The key's sessions from the answer of ``GET /codebox/sessions``."""
+    body = json_of("list", reply)
+    if not isinstance(body, list):
+        raise unexpected("list", reply, "not a list of sessions")
+    try:
+        return [BoxInfo(session_id=str(entry["id"]), **{k: v for k, v in entry.items()
+                                                       if k != "id"})
+                for entry in body]
+    except (TypeError, KeyError, ValidationError) as exc:
+        raise unexpected("list", reply, f"a session is not understood ({exc})") from None
+
+
+def parse_snapshot(reply: Reply) -> Snapshot:
+    """The `Snapshot` a ``POST /codebox/{id}/snapshot`` answered with."""
+    body = json_of("snapshot", reply)
+    try:
+        return Snapshot.model_validate(body)
+    except ValidationError as exc:
+        raise unexpected("snapshot", reply, f"not a snapshot ({exc})") from None
+
+
+def parse_expires(reply: Reply) -> datetime | None:
+    """When the session expires, from the answer of ``POST /codebox/{id}/lifetime``."""
+    body = json_of("set_lifetime", reply)
+    if not isinstance(body, dict) or "expires" not in body:
+        raise unexpected("set_lifetime", reply, "no expires")
+    try:
+        return BoxInfo(session_id="", status="", created=_EPOCH, last_used=_EPOCH,
+                       expires=body["expires"]).expires
+    except ValidationError as exc:
+        raise unexpected("set_lifetime", reply, f"expires is not a time ({exc})") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -3,16 +3,22 @@ saying how its reply is read. No I/O; see ``docs/protocol.md`` for the wire form
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from .._paths import check_file_name
-from ..schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, CommandResult
+from .._protocol import RICH_RUN, STREAM
+from ..schema import (
+    BoxInfo,
+    CodeBoxFile,
+    CodeBoxOutput,
+    CodeBoxStatus,
+    CommandResult,
+    Snapshot,
+)
 from ._disposition import box_name, parse_content_disposition
 from ._replies import (
-    RICH_RUN,
-    STREAM,
     Capabilities,
     Reply,
     error_for,
@@ -20,10 +26,13 @@ from ._replies import (
     json_of,
     parse_capabilities,
     parse_command,
+    parse_expires,
     parse_file,
     parse_files,
     parse_install,
     parse_run,
+    parse_sessions,
+    parse_snapshot,
     parse_start,
     parse_status,
 )
@@ -33,10 +42,6 @@ T = TypeVar("T")
 RUN_TIMEOUT_MARGIN = 30.0
 """Seconds the HTTP read timeout of a run waits past the run's own ``timeout``, so that the
 server's answer (which reports the timeout) arrives before the client gives up."""
-
-INSTALL_TIMEOUT = 600.0
-"""Seconds an install may take when the caller gives no ``timeout`` (as a LocalBox's)."""
-
 
 @dataclass(frozen=True)
 class Request(Generic[T]):
@@ -88,11 +93,9 @@ def _all_phases(timeout: float | None) -> dict[str, float | None]:
 
 
 def _install_phases(timeout: float | None) -> dict[str, float | None]:
-    # pip may work for minutes: without a timeout of the caller's, wait for the server's own
-    # limit (a LocalBox's default) rather than the default request timeout.
-    if timeout is None:
-        return {"read": INSTALL_TIMEOUT + RUN_TIMEOUT_MARGIN}
-    return _all_phases(timeout)
+    # pip may work for minutes: the read waits for the install's own limit, and the server's
+    # answer to it.
+    return {"read": None if timeout is None else timeout + RUN_TIMEOUT_MARGIN}
 
 
 def _run_phases(timeout: float | None) -> dict[str, float | None]:
@@ -110,13 +113,49 @@ def capabilities_request() -> Request[Capabilities]:
                    parse_capabilities, allow=frozenset({404}))
 
 
-def start_request(env: dict[str, str] | None = None) -> Request[str]:
-    """``GET /codebox/start``, or ``POST`` with ``env`` (extension ``start-options``); the
-    result is the new session id (decimal string)."""
-    if env:
-        return Request("start", "start", "POST", "/codebox/start", parse_start,
-                       json={"env": env})
+def start_request(env: dict[str, str] | None = None,
+                  lifetime: float | None = None, template: str | None = None,
+                  snapshot: str | None = None) -> Request[str]:
+    """``GET /codebox/start``, or ``POST`` with ``env`` (extension ``start-options``),
+    ``lifetime`` (extension ``lifetime``), ``template`` (extension ``templates``) and
+    ``snapshot`` (extension ``snapshots``); the result is the new session id (decimal
+    string)."""
+    body: dict[str, Any] = {"env": env} if env else {}
+    if lifetime is not None:
+        body["lifetime"] = lifetime
+    if template:
+        body["template"] = template
+    if snapshot:
+        body["snapshot"] = snapshot
+    if body:
+        return Request("start", "start", "POST", "/codebox/start", parse_start, json=body)
     return Request("start", "start", "GET", "/codebox/start", parse_start)
+
+
+def sessions_request() -> Request[list[BoxInfo]]:
+    """``GET /codebox/sessions``: the key's sessions (extension ``list``)."""
+    return Request("sessions", "list", "GET", "/codebox/sessions", parse_sessions)
+
+
+def lifetime_request(session_id: str, seconds: float | None) -> Request[datetime | None]:
+    """``POST /codebox/{id}/lifetime``: when the session expires (extension ``lifetime``)."""
+    return Request("lifetime", "set_lifetime", "POST", _session(session_id, "lifetime"),
+                   parse_expires, json={"seconds": seconds})
+
+
+def snapshot_request(session_id: str) -> Request[Snapshot]:
+    """``POST /codebox/{id}/snapshot`` (extension ``snapshots``). Never sent twice: each
+    one keeps a snapshot."""
+    return Request("snapshot", f"snapshot of session {session_id}", "POST",
+                   _session(session_id, "snapshot"), parse_snapshot)
+
+
+def delete_snapshot_request(snapshot_id: str) -> Request[CodeBoxStatus]:
+    """``DELETE /codebox/snapshots/{sid}`` (extension ``snapshots``); 404: no such snapshot
+    of this key."""
+    return Request("delete_snapshot", f"delete of snapshot {snapshot_id}", "DELETE",
+                   f"/codebox/snapshots/{snapshot_id}",
+                   lambda reply: CodeBoxStatus(status="deleted"))
 
 
 def status_request(session_id: str) -> Request[CodeBoxStatus]:
@@ -163,7 +202,7 @@ def upload_request(
 ) -> Request[CodeBoxFile]:
     """``POST /codebox/{id}/upload``, multipart with one part ``file`` named ``file_name``.
 
-    ``file_name`` must already be checked (see `prepare_upload`).
+    ``file_name`` must already be checked (see `_checks`).
     """
     return Request(
         "upload", f"upload of {file_name!r}", "POST", _session(session_id, "upload"),
@@ -171,25 +210,6 @@ def upload_request(
         files={"file": (file_name, data, "application/octet-stream")},
         timeout=_all_phases(timeout),
     )
-
-
-def prepare_upload(file_name: str, content: Any) -> tuple[str, bytes]:
-    """Check an upload before anything is sent: the file name, and content as bytes.
-
-    Args:
-        file_name: The relative path in the box.
-        content: ``bytes``, ``bytearray``, ``memoryview`` or ``str`` (sent as UTF-8).
-
-    Raises:
-        CodeBoxError: The file name is not a valid box file name.
-        ValueError: The content is of another type (as for `LocalBox`).
-    """
-    name = check_file_name(file_name)
-    if isinstance(content, str):
-        return name, content.encode("utf-8")
-    if isinstance(content, (bytes, bytearray, memoryview)):
-        return name, bytes(content)
-    raise ValueError(f"upload content must be bytes or str, not {type(content).__name__}")
 
 
 def download_request(
@@ -210,22 +230,6 @@ def download_request(
         parse, params={"file_name": file_name}, json={"file_name": file_name},
         timeout=_all_phases(timeout),
     )
-
-
-def check_package_names(package_names: Iterable[str]) -> tuple[str, ...]:
-    """The package names of an install, checked before anything is sent.
-
-    Raises:
-        ValueError: There are none, or one is not a non-empty string, or one starts with
-            ``-`` (an option, not a package: refused as `LocalBox` refuses it).
-    """
-    names = tuple(package_names)
-    if not names:
-        raise ValueError("install() needs at least one package name")
-    for name in names:
-        if not isinstance(name, str) or not name.strip() or name.startswith("-"):
-            raise ValueError(f"invalid package name {name!r}")
-    return names
 
 
 def install_requests(

@@ -22,7 +22,8 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses after which a request that cannot run code is sent again."""
 
 RETRY_STATUS_OPS = frozenset(
-    {"start", "status", "files", "download", "capabilities", "file_info"}
+    {"start", "status", "files", "download", "capabilities", "file_info", "sessions",
+     "lifetime", "delete_snapshot"}
 )
 """Operations sent again after one of `RETRY_STATUSES`. ``run``, ``install`` and ``upload``
 are never sent twice; any operation is retried when the connection failed before sending."""

@@ -1,7 +1,7 @@
-"""The two drivers that carry out the I/O requests of `_kernel_ops`: `SyncDriver`
-(httpx.Client, websockets' threading client) and `AsyncDriver` (httpx.AsyncClient,
-websockets' asyncio client). They convert every transport failure into a `CodeBoxError`
-here, in one place, and throw it into the operation at the request that failed."""
+"""The transport of a `LocalBox`: the gateway's REST API (httpx) and the kernel websocket
+(websockets), with blocking I/O (`JupyterTransport`) or on an event loop
+(`AsyncJupyterTransport`). Each carries out the requests of `_requests` for the engine, and
+converts every failure of its libraries into a `CodeBoxError` here, in one place."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import inspect
 import socket
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,18 +31,7 @@ from ..errors import (
 )
 from ._gateway import GatewayAddress
 from ._jupyter import WS_SUBPROTOCOL
-from ._kernel_ops import (
-    Connect,
-    Disconnect,
-    Emit,
-    Gateway,
-    Http,
-    Op,
-    Recv,
-    ReleaseGateway,
-    Send,
-    StreamAbandoned,
-)
+from ._requests import Connect, Disconnect, Disk, Gateway, Http, Recv, ReleaseGateway, Send
 
 GatewaySource = Callable[[GatewayAddress | None], GatewayAddress]
 """The gateway's address, given the one that just refused a connection (if any)."""
@@ -54,6 +43,9 @@ _SYNC_CONNECT_OPTIONS: dict[str, Any] = (
 
 
 # Linux only; elsewhere the stock gateways' ~40 ms per execution stays (see `_ack_now`).
+# A gateway holds a websocket's opening until the kernel answers kernel_info, for at most
+# its kernel_info_timeout (60 s on stock gateways) and then goes on: wait at least past that.
+_OPENING_GRACE = 65.0
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
@@ -88,15 +80,6 @@ class _QuickAckConnection(AsyncConnection):
     def data_received(self, data: bytes) -> None:
         _ack_now(self.transport.get_extra_info("socket"))
         super().data_received(data)
-
-
-class Done:
-    """The last item of an async step sequence: the operation's result."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
 def _headers(address: GatewayAddress) -> dict[str, str]:
@@ -169,8 +152,16 @@ def _protocol_error() -> GatewayError:
     )
 
 
-class SyncDriver:
-    """Carries out operations with blocking I/O."""
+
+
+def _closed(exc: websockets.ConnectionClosed) -> CodeBoxConnectionError:
+    return CodeBoxConnectionError(f"the kernel connection closed: {exc}")
+
+
+class JupyterTransport:
+    """Carries out a box's requests with blocking I/O: one httpx client per gateway, one
+    websocket (to the box's current kernel). Thread-safe where it must be: `abort` and
+    `close` may come from another thread."""
 
     def __init__(self, gateway: GatewaySource, release: Callable[[], None]) -> None:
         self._gateway = gateway
@@ -180,52 +171,7 @@ class SyncDriver:
         self._ws: SyncConnection | None = None
         self._ws_key: tuple[str, str] | None = None
 
-    def run(self, op: Op, on_output: Callable[[Any], Any] | None = None) -> Any:
-        """Carry out ``op`` to its result, handing chunks to ``on_output``."""
-        steps = self.steps(op)
-        while True:
-            try:
-                chunk = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            if on_output is not None:
-                try:
-                    on_output(chunk)
-                except BaseException as exc:  # noqa: BLE001 - the run must not go on
-                    steps.throw(exc)
-
-    def steps(self, op: Op) -> Generator[Any, None, Any]:
-        """Carry out ``op``, yielding the chunks it emits; returns its result."""
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                req = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if isinstance(req, Emit):
-                try:
-                    yield req.chunk
-                except BaseException as exc:
-                    # The consumer left or failed: let the op interrupt the run first.
-                    self._unwind(op, _abandoned(exc))
-                    raise
-                continue
-            try:
-                value = self._do(req)
-            except BaseException as exc:  # noqa: BLE001 - handed to the op, which re-raises
-                error = exc
-
-    def _unwind(self, op: Op, exc: BaseException) -> None:
-        try:
-            for _ in self.steps(_throwing(op, exc)):
-                pass
-        except BaseException as unwound:
-            if unwound is not exc and not isinstance(unwound, StreamAbandoned):
-                raise
-
-    def _do(self, req: Any) -> Any:
+    def handle(self, req: Any) -> Any:
         if isinstance(req, Recv):
             ws = _open(self._ws)
             try:
@@ -233,22 +179,21 @@ class SyncDriver:
             except TimeoutError:
                 return None
             except websockets.ConnectionClosed as exc:
-                self._drop_ws()
-                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+                self._forget(ws)
+                raise _closed(exc) from exc
         if isinstance(req, Send):
             ws = _open(self._ws)
             try:
                 ws.send(req.frame)
                 return None
             except websockets.ConnectionClosed as exc:
-                self._drop_ws()
-                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+                self._forget(ws)
+                raise _closed(exc) from exc
         if isinstance(req, Http):
             client = self._http(req.address)
             try:
-                response = client.request(
-                    req.method, req.path, json=req.body, timeout=req.timeout
-                )
+                response = client.request(req.method, req.path, json=req.body,
+                                          timeout=req.timeout)
             except httpx.HTTPError as exc:
                 raise _http_error(exc, req) from exc
             return _parse(response)
@@ -260,13 +205,15 @@ class SyncDriver:
         if isinstance(req, Gateway):
             return self._gateway(req.refused)
         if isinstance(req, ReleaseGateway):
-            self.close_http()
+            self._close_http()
             return self._release()
+        if isinstance(req, Disk):
+            return req.work()
         raise TypeError(f"unknown request {req!r}")
 
     def _http(self, address: GatewayAddress) -> httpx.Client:
         if self._client is None or self._client_url != address.url:
-            self.close_http()
+            self._close_http()
             self._client = httpx.Client(
                 base_url=address.url, headers=_headers(address), trust_env=False,
                 verify=verify_for(address.url),
@@ -295,7 +242,7 @@ class SyncDriver:
                 sock = _QuickAckSocket(fileno=sock.detach())
                 sock.settimeout(timeout)
             options = {**_ws_options(req.address), **_SYNC_CONNECT_OPTIONS}
-            ws = sconnect(url, sock=sock, open_timeout=req.timeout, **options)
+            ws = sconnect(url, sock=sock, open_timeout=max(req.timeout, _OPENING_GRACE), **options)
         except _HANDSHAKE_FAILURES as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
         if ws.subprotocol != WS_SUBPROTOCOL:
@@ -308,51 +255,35 @@ class SyncDriver:
         if ws is not None:
             ws.close()
 
-    @property
-    def connected(self) -> bool:
-        return self._ws is not None
+    def _forget(self, ws: SyncConnection) -> None:
+        """Let go of ``ws``, which failed, unless another connection replaced it meanwhile
+        (an operation cut off by `abort` may fail late, under the next one's)."""
+        if self._ws is ws:
+            self._ws, self._ws_key = None, None
+        ws.close()
 
-    def drop_connection(self) -> None:
-        """Close the websocket, from any thread: a `Recv` waiting on it fails at once."""
-        self._drop_ws()
+    def abort(self) -> None:
+        """Cut the websocket at once (any thread): a `Recv` waiting on it fails."""
+        ws, self._ws, self._ws_key = self._ws, None, None
+        if ws is not None:
+            with contextlib.suppress(OSError):
+                ws.socket.shutdown(socket.SHUT_RDWR)
 
-    def close_http(self) -> None:
+    def _close_http(self) -> None:
         client, self._client, self._client_url = self._client, None, None
         if client is not None:
             client.close()
 
     def close(self) -> None:
         self._drop_ws()
-        self.close_http()
+        self._close_http()
 
 
-def _abandoned(exc: BaseException) -> BaseException:
-    # A generator being closed cannot yield: the op gets StreamAbandoned in its place.
-    return StreamAbandoned() if isinstance(exc, GeneratorExit) else exc
-
-
-def _throwing(op: Op, exc: BaseException) -> Op:
-    """``op`` resumed by throwing ``exc`` into it, then driven as usual."""
-    throw: BaseException | None = exc
-    value: Any = None
-    while True:
-        try:
-            req = op.throw(throw) if throw is not None else op.send(value)
-        except StopIteration as stop:
-            return stop.value
-        throw, value = None, None
-        try:
-            value = yield req
-        except BaseException as err:  # noqa: BLE001 - forwarded to the op
-            throw = err
-
-
-class AsyncDriver:
-    """Carries out operations on the event loop it was created in."""
+class AsyncJupyterTransport:
+    """Carries out a box's requests on the event loop it was made on."""
 
     def __init__(self, gateway: GatewaySource, release: Callable[[], None]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.lock = asyncio.Lock()
         self._gateway = gateway
         self._release = release
         self._client: httpx.AsyncClient | None = None
@@ -360,72 +291,31 @@ class AsyncDriver:
         self._ws: AsyncConnection | None = None
         self._ws_key: tuple[str, str] | None = None
 
-    async def run(self, op: Op, on_output: Callable[[Any], Any] | None = None) -> Any:
-        steps = self.steps(op)
-        async for item in steps:
-            if isinstance(item, Done):
-                return item.value
-            if on_output is not None:
-                try:
-                    on_output(item)
-                except BaseException as exc:  # noqa: BLE001 - the run must not go on
-                    await steps.athrow(exc)
-        raise AssertionError("unreachable")
-
-    async def steps(self, op: Op) -> AsyncGenerator[Any, None]:
-        """Carry out ``op``, yielding its chunks and finally `Done` with its result."""
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                req = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                yield Done(stop.value)
-                return
-            value, error = None, None
-            if isinstance(req, Emit):
-                try:
-                    yield req.chunk
-                except BaseException as exc:
-                    try:
-                        async for _ in self.steps(_throwing(op, _abandoned(exc))):
-                            pass
-                    except BaseException as unwound:
-                        if unwound is not exc and not isinstance(unwound, StreamAbandoned):
-                            raise
-                    raise
-                continue
-            try:
-                value = await self._do(req)
-            except BaseException as exc:  # noqa: BLE001 - handed to the op, which re-raises
-                error = exc
-
-    async def _do(self, req: Any) -> Any:
+    async def handle(self, req: Any) -> Any:
         if isinstance(req, Recv):
             aws = _open(self._ws)
             try:
                 if req.timeout is None:
                     return await aws.recv()
                 return await asyncio.wait_for(aws.recv(), req.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
             except websockets.ConnectionClosed as exc:
-                self.abort()
-                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+                self._forget(aws)
+                raise _closed(exc) from exc
         if isinstance(req, Send):
             aws = _open(self._ws)
             try:
                 await aws.send(req.frame)
                 return None
             except websockets.ConnectionClosed as exc:
-                self.abort()
-                raise CodeBoxConnectionError(f"the kernel connection closed: {exc}") from exc
+                self._forget(aws)
+                raise _closed(exc) from exc
         if isinstance(req, Http):
             client = self._http(req.address)
             try:
-                response = await client.request(
-                    req.method, req.path, json=req.body, timeout=req.timeout
-                )
+                response = await client.request(req.method, req.path, json=req.body,
+                                                timeout=req.timeout)
             except httpx.HTTPError as exc:
                 raise _http_error(exc, req) from exc
             return _parse(response)
@@ -437,8 +327,10 @@ class AsyncDriver:
         if isinstance(req, Gateway):
             return await asyncio.to_thread(self._gateway, req.refused)
         if isinstance(req, ReleaseGateway):
-            await self.close_http()
+            await self._close_http()
             return await asyncio.to_thread(self._release)
+        if isinstance(req, Disk):
+            return await asyncio.to_thread(req.work)
         raise TypeError(f"unknown request {req!r}")
 
     def _http(self, address: GatewayAddress) -> httpx.AsyncClient:
@@ -461,11 +353,11 @@ class AsyncDriver:
         try:
             ws = await aconnect(
                 _ws_url(req.address, req.kernel_id),
-                open_timeout=req.timeout,
+                open_timeout=max(req.timeout, _OPENING_GRACE),
                 create_connection=_QuickAckConnection,
                 **_ws_options(req.address),
             )
-        except (*_HANDSHAKE_FAILURES, asyncio.TimeoutError) as exc:
+        except (TimeoutError, *_HANDSHAKE_FAILURES) as exc:
             raise _handshake_error(exc, req.kernel_id) from exc
         if ws.subprotocol != WS_SUBPROTOCOL:
             await ws.close()
@@ -477,24 +369,36 @@ class AsyncDriver:
         if ws is not None:
             await ws.close()
 
-    @property
-    def connected(self) -> bool:
-        return self._ws is not None
+    def _forget(self, ws: AsyncConnection) -> None:
+        """Let go of ``ws``, which failed, unless another connection replaced it meanwhile
+        (an operation cut off by `abort` may fail late, under the next one's)."""
+        if self._ws is ws:
+            self._ws, self._ws_key = None, None
+        if ws.transport is not None:
+            ws.transport.abort()
 
     def abort(self) -> None:
-        """Drop the websocket without waiting (usable from outside the loop)."""
+        """Drop the websocket without waiting, from any thread (on its loop's thread when
+        that loop runs elsewhere)."""
         ws, self._ws, self._ws_key = self._ws, None, None
-        if ws is not None and ws.transport is not None:
-            try:
-                ws.transport.abort()
-            except RuntimeError:
-                pass  # its loop is closed already: the socket went with it
+        if ws is None or ws.transport is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self.loop.is_running() and running is not self.loop:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(ws.transport.abort)
+            return
+        with contextlib.suppress(RuntimeError):
+            ws.transport.abort()  # its loop is idle (or closed: the socket went with it)
 
-    async def close_http(self) -> None:
+    async def _close_http(self) -> None:
         client, self._client, self._client_url = self._client, None, None
         if client is not None:
             await client.aclose()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._drop_ws()
-        await self.close_http()
+        await self._close_http()
