@@ -19,6 +19,7 @@ from .errors import (
     ERROR_SCHEMA,
     codebox_error_handler,
     http_error_handler,
+    server_error_handler,
     validation_error_handler,
 )
 from .guard import RequestGuard
@@ -26,6 +27,7 @@ from .models import Health
 from .routes import router
 from .sessions import SessionManager
 from .settings import ServerSettings
+from .templates import ServerTemplates
 
 API_PREFIX = "/api/v1"
 
@@ -51,8 +53,9 @@ def create_app(
 ) -> FastAPI:
     """The ASGI application of the CodeBox REST API server.
 
-    Its lifespan spawns the Kernel Gateway (unless ``settings.gateway_url`` names one) and,
-    on shutdown, stops every session and the gateway.
+    Its lifespan builds the templates not built yet, spawns the Kernel Gateway (unless
+    ``settings.gateway_url`` names one) with a warm pool per template, and, on shutdown,
+    stops every session and the gateway.
 
     Args:
         settings: The server's settings (default: read from ``CODEBOX_SERVER_*``).
@@ -61,25 +64,28 @@ def create_app(
 
     Raises:
         ValueError: The settings would serve without authentication beyond loopback, or
-            without any key and without ``no_auth``.
+            without any key and without ``no_auth``; a template file is not a template.
     """
     settings = settings if settings is not None else ServerSettings()
     settings.check_security()
     box_settings = box_settings or CodeBoxSettings()
+    templates = ServerTemplates(settings.templates)
     # The server decides whether its sessions are sandboxed, not the boxes' own settings.
+    # (A sandboxed session works in its kernel's own directory, so it has a warm pool too.)
     policy = settings.sandbox_policy()
-    update: dict[str, object] = {"sandbox": policy or False}
-    if policy is not None:
-        # A sandboxed session's kernel is bound to the session's directory when it starts,
-        # so none can be started ahead: no warm pool.
-        update["pool_size"] = 0
-    box_settings = box_settings.model_copy(update=update)
+    box_settings = box_settings.model_copy(update={
+        "sandbox": policy or False,
+        "template_pool_sizes": templates.pool_sizes(settings.template_pool_size),
+        "output_limit": min(settings.output_limit,
+                            box_settings.output_limit or settings.output_limit)})
     manager = SessionManager(settings, box_settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await templates.build(box_settings)
         await manager.open()
         try:
+            await templates.warm(manager.box_settings)
             if on_ready is not None:
                 on_ready()
             yield
@@ -96,9 +102,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.manager = manager
+    app.state.templates = templates
+    manager.templates = dict(templates.by_name)
     app.add_exception_handler(CodeBoxError, codebox_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(Exception, server_error_handler)
     app.add_middleware(RequestGuard, max_body=settings.max_request_size,
                        stall_timeout=settings.client_timeout, own_limit=("/upload",))
     app.include_router(router, prefix=API_PREFIX)
@@ -106,7 +115,7 @@ def create_app(
     @app.get("/health", response_model=Health, tags=["server"])
     async def health(request: Request) -> Health:
         """The server is up (no API key needed)."""
-        return Health(status="ok", version=__version__, sessions=len(manager))
+        return Health(status="ok", version=__version__, sessions=await manager.total())
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..local import _boxdisk
+
 log = logging.getLogger(__name__)
 
 PREFIX = "codebox-server-"
@@ -69,6 +71,7 @@ def reap_orphans(parent: Path | None = None) -> list[Path]:
             continue
         if owner_alive(directory) is False:
             log.info("removing %s, left behind by a server that is gone", directory)
+            _boxdisk.detach_all(str(directory))  # its sessions' filesystems, if any
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
     return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import Request
@@ -20,14 +21,20 @@ from ..errors import (
     GatewayError,
     KernelDiedError,
 )
+from ..local._snapshots import SnapshotTooLarge
+from .pausing import SnapshotNotFound
 from .sessions import SessionNotFound, TooManySessions
+from .store import StoreUnavailable
 from .uploads import BadUpload, UploadTooLarge
 
 # First match wins: subclasses before their bases.
 _STATUSES: tuple[tuple[type[CodeBoxError], int], ...] = (
     (SessionNotFound, 404),
+    (SnapshotNotFound, 404),
     (TooManySessions, 429),
+    (StoreUnavailable, 503),
     (UploadTooLarge, 413),
+    (SnapshotTooLarge, 413),
     (BadUpload, 422),
     (CodeBoxNotFoundError, 404),
     (CodeBoxTimeoutError, 504),
@@ -100,7 +107,34 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """An `HTTPException` of an endpoint (or of routing: 404, 405) as ``{"detail": ...}``."""
+    """An `HTTPException` of an endpoint (or of routing: 404, 405) as ``{"detail": ...}``.
+    A 405's ``Allow`` names every method of the path (routing names only its first route's)."""
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return ErrorResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
-                         headers=exc.headers)
+                         headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the application serves at the request's path, as its OpenAPI document
+    lists them (GET with HEAD)."""
+    table = getattr(request.app.state, "methods_by_path", None)
+    if table is None:
+        table = request.app.state.methods_by_path = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+             {method.upper() for method in operations})
+            for path, operations in request.app.openapi().get("paths", {}).items()]
+    methods: set[str] = set()
+    for pattern, served in table:
+        if pattern.match(request.url.path):
+            methods |= served | ({"HEAD"} if "GET" in served else set())
+    return sorted(methods)
+
+
+async def server_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Any other failure of the server: a 500 whose body is JSON too (the traceback goes
+    to the log, never to the client)."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return ErrorResponse({"detail": "internal server error"}, status_code=500)

@@ -68,7 +68,7 @@ class RequestGuard:
         async def watched_receive() -> Message:
             try:
                 return await asyncio.wait_for(receive(), self.stall_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _Stalled from None
 
         try:

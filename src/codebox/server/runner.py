@@ -75,8 +75,12 @@ def serve(settings: ServerSettings, *, announce: Callable[[str], Any] = print) -
     _configure_logging(settings.log_level)
     sock = bind(settings.host, settings.port)
     url = url_of(sock)
-    app = create_app(settings, on_ready=lambda: announce(
-        f"codebox serve: listening on {url} (CODEBOX_BASE_URL={url}{API_PREFIX})"))
+    try:
+        app = create_app(settings, on_ready=lambda: announce(
+            f"codebox serve: listening on {url} (CODEBOX_BASE_URL={url}{API_PREFIX})"))
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(
         app,
         log_level=settings.log_level,

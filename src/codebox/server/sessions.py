@@ -1,14 +1,17 @@
 """The sessions of the server: one `LocalBox` each, on one shared Kernel Gateway.
 
 `SessionManager` starts, finds, stops and culls sessions, enforces the per-key limit, and
-watches the gateway it spawned: a gateway that died is started again, and the sessions
-that had kernels on it are marked `Session.state_lost` until they have said so once.
+watches the gateway it spawned: a gateway that died is started again at once. A box whose
+kernel went with it notices by itself at its next operation, starts a fresh kernel (in the
+same directory) and says once that its state is gone.
 
 The sessions themselves are records in a `SessionStore`; the manager keeps a box for each
 session it serves. With ``gateway_url`` and ``data_dir`` the store is a SQLite file in the
 data directory: the kernels live on the gateway, so the sessions survive a restart of the
-server, and every server on that directory serves all of them. Otherwise the store is in
-memory, and the server stops every kernel of its sessions when it stops.
+server, and every server on that directory serves all of them. With a data directory but
+a spawned gateway, the store is a file there too: kernels die with the server, but its
+paused sessions and its snapshots outlive it. Otherwise the store is in memory, and the
+server stops every kernel of its sessions when it stops.
 """
 
 from __future__ import annotations
@@ -17,35 +20,47 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import shutil
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-import httpx
-
-from .._tls import verify_for
 from ..errors import CodeBoxError
-from ..local import LocalBox
+from ..local import LocalBox, _boxdisk
 from ..local._gateway import shared_gateway
 from ..settings import CodeBoxSettings
-from . import datadir
+from ..templates import Template
+from . import datadir, kernel_users, pausing
+from ._sqlite import SqliteSessionStore
 from .settings import ServerSettings
-from .store import SessionRecord, SessionStore, SqliteSessionStore
+from .store import (
+    PAUSED,
+    PAUSING,
+    RESUMING,
+    SessionRecord,
+    SessionStore,
+    StoreUnavailable,
+    open_store,
+    redacted,
+)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STOP_TIMEOUT = 15.0
 """Seconds one session may take to stop (its kernel deleted) before we move on."""
 
 STORE_FILE = "sessions.sqlite3"
 
-VERIFY_AFTER = 5.0
-"""Seconds of quiet after which a session's kernel on a gateway given by URL is looked up
-before the next request: a gateway that deleted or culled it meanwhile leaves our open
-websocket silent, and a run on it would wait for its timeout."""
+STOP_LEASE = 4 * STOP_TIMEOUT
+"""Seconds a server holds an expired session to stop it; past them (the server died
+meanwhile) another server takes it over."""
 
 
 class SessionNotFound(CodeBoxError):
@@ -70,13 +85,13 @@ class Session:
     owner: str
     box: LocalBox
     directory: Path | None
-    generation: int
     kernel_id: str | None = None
     last_used: float = field(default_factory=time.time)  # wall clock: shared with others
     recorded_use: float = 0.0  # the last `last_used` written to the store
     busy: int = 0
-    state_lost: bool = False
     closed: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    template: Template | None = None
 
     def touch(self) -> None:
         self.last_used = time.time()
@@ -99,17 +114,24 @@ class SessionManager:
             else box_settings.gateway_token
         )
         self._sessions: dict[int, Session] = {}  # the sessions this server holds a box for
+        # Who holds a lease in the store: names this server to the others (and to people).
+        self.server_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._store: SessionStore | None = None
         self._detaching: set[asyncio.Task[None]] = set()
         self._culling: set[asyncio.Task[None]] = set()
-        self._gateway_client: httpx.AsyncClient | None = None
-        self._generation = 0
         self._holds_gateway = False
+        self.templates: dict[str, Template] = {}  # the server's templates, by name
         self._gateway_lock = asyncio.Lock()
         self._housekeeper: asyncio.Task[None] | None = None
         self._own_data_dir = settings.data_dir is None
         self.data_dir = Path(settings.data_dir) if settings.data_dir else None
-        if not self.durable:
+        if settings.kernel_user_per_key and self.spawns_gateway:
+            raise ValueError("kernel users per key are for a gateway given by URL (Enterprise "
+                             "Gateway): give --gateway-url")
+        if settings.store is not None and self.spawns_gateway:
+            raise ValueError("a shared session store (--store) needs kernels that other "
+                             "servers reach too: give --gateway-url")
+        if not self.persistent:
             self._store = SqliteSessionStore(":memory:")  # the file one waits for open()
 
     # -- lifetime ------------------------------------------------------------------------
@@ -122,8 +144,16 @@ class SessionManager:
     @property
     def durable(self) -> bool:
         """Whether the sessions outlive this server: their kernels are on a gateway given
-        by URL, and the store is a file in a data directory given by the operator."""
-        return self.gateway_url is not None and not self._own_data_dir
+        by URL, and the store is a database given by the operator (``store``, or a file in
+        the data directory)."""
+        return self.gateway_url is not None and (
+            not self._own_data_dir or self.settings.store is not None)
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the store outlives this server (durable sessions; else, with a data
+        directory of the operator's, paused sessions and snapshots)."""
+        return self.durable or not self._own_data_dir
 
     @property
     def store(self) -> SessionStore:
@@ -144,14 +174,30 @@ class SessionManager:
         for path in (self.data_dir, self.data_dir / "sessions", self.upload_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.chmod(0o700)
-        if self.durable:
-            self._store = SqliteSessionStore(self.data_dir / STORE_FILE)
-            log.info("sessions stored in %s (%d there now)", self.data_dir / STORE_FILE,
-                     self.store.count())
+        self.box_settings = self.box_settings.model_copy(
+            update={"snapshot_dir": self.data_dir / pausing.SNAPSHOTS})
+        if self.persistent:
+            location = self.settings.store or str(self.data_dir / STORE_FILE)
+            self._store = await open_store(location)
+            if not self.durable:
+                await self._forget_dead_kernels()
+            log.info("sessions stored in %s (%d there now)", redacted(location),
+                     await self.store.count())
         if self.spawns_gateway:
-            address = await asyncio.to_thread(shared_gateway.acquire, self.box_settings)
+            if self.box_settings.sandbox:
+                # Sandboxed kernels' own directories, on our disk: a session's files outlive
+                # a gateway that dies (its box starts the next kernel in the same directory).
+                boxes = self.data_dir / "boxes"
+                boxes.mkdir(exist_ok=True, mode=0o700)
+                # A killed server's boxes may still be mounted: unless another server on
+                # this directory runs, none of their kernels lives (our gateway is new),
+                # and their next kernels mount them again.
+                if datadir.owner_alive(self.data_dir) is not True:
+                    await asyncio.to_thread(_boxdisk.detach_all, str(boxes))
+                datadir.claim(self.data_dir)
+                self.box_settings = self.box_settings.model_copy(update={"sandbox_dir": boxes})
+            await asyncio.to_thread(shared_gateway.acquire, self.box_settings)
             self._holds_gateway = True
-            self._generation = address.generation
             log.info("Kernel Gateway started (pid %s)", shared_gateway.pid)
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="codebox-housekeeping")
 
@@ -168,15 +214,16 @@ class SessionManager:
             session.closed = True
         if self.durable:
             await self._record_use(sessions)
-            await asyncio.gather(*(s.box._adetach() for s in sessions), *self._detaching)
-            log.info("%d session(s) kept on the gateway", self.store.count())
+            await asyncio.gather(*(s.box.adetach() for s in sessions), *self._detaching)
+            log.info("%d session(s) kept on the gateway", await self.store.count())
         elif sessions:
             log.info("stopping %d session(s)", len(sessions))
             await asyncio.gather(*(self._stop_box(s) for s in sessions))
+            if self.persistent:  # (paused ones stay, for the next server)
+                for session in sessions:
+                    await self.store.remove(session.id)
         if self._store is not None:
-            self._store.close()
-        if self._gateway_client is not None:
-            await self._gateway_client.aclose()
+            await self._store.close()
         if self._holds_gateway:
             self._holds_gateway = False
             await asyncio.to_thread(shared_gateway.release)
@@ -185,16 +232,32 @@ class SessionManager:
 
     # -- sessions ------------------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return self.store.count()
+    async def total(self) -> int:
+        """Sessions of every key, counting those being started."""
+        return await self.store.count()
 
-    def count(self, owner: str) -> int:
+    async def count(self, owner: str) -> int:
         """Sessions held by ``owner``, counting those being started."""
-        return self.store.count(owner)
+        return await self.store.count(owner)
 
-    async def create(self, owner: str, env: dict[str, str] | None = None) -> Session:
+    async def _forget_dead_kernels(self) -> None:
+        """(A store of a server that spawns its gateway:) the sessions of an earlier server
+        whose kernels went with it are gone; its paused ones are kept."""
+        for record in await self.store.sessions_of(None):
+            if record.status in (PAUSED, RESUMING):
+                continue
+            await self.store.remove(record.id)
+            if record.directory is not None:
+                await asyncio.to_thread(shutil.rmtree, record.directory, True)
+
+    async def create(self, owner: str, env: dict[str, str] | None = None,
+                     lifetime: float | None = None, template: Template | None = None,
+                     template_name: str | None = None,
+                     snapshot: str | None = None) -> Session:
         """Start a session for ``owner``: a box with a running kernel (with ``env`` set in
-        it).
+        it), of ``template`` (the server's ``template_name``) if given, from the snapshot
+        ``snapshot`` if given, that expires ``lifetime`` seconds after its last use (None:
+        ``idle_timeout``).
 
         Raises:
             TooManySessions: ``owner`` holds ``max_sessions_per_key`` sessions already.
@@ -202,8 +265,8 @@ class SessionManager:
         """
         limit = self.settings.max_sessions_per_key
         # The limit holds across servers: counting and recording are one transaction.
-        record = await asyncio.to_thread(self.store.reserve, owner, limit, self._directory_for,
-                                         dict(env or {}))
+        record = await self.store.reserve(owner, limit, self._directory_for, dict(env or {}),
+                                          lifetime=lifetime, template=template_name)
         if record is None:
             raise TooManySessions(
                 f"this API key holds {limit} sessions, the most allowed: stop one first"
@@ -211,12 +274,13 @@ class SessionManager:
         directory = Path(record.directory) if record.directory else None
         if directory is not None:
             directory.mkdir(mode=0o700)
-        session = Session(record.id, owner, self._new_box(directory, record.env), directory,
-                          self._generation, busy=1)  # held: not culled while it starts
+        session = Session(record.id, owner,
+                          self._new_box(directory, record.env, owner, template=template,
+                                        snapshot=snapshot),
+                          directory, busy=1,  # held: not culled while it starts
+                          env=record.env, template=template)
         self._sessions[session.id] = session
         try:
-            await self.check_gateway()
-            session.generation = self._generation
             await session.box.astart()
             await self._record_kernel(session)
         except BaseException:
@@ -229,48 +293,120 @@ class SessionManager:
         return session
 
     def _directory_for(self, session_id: int) -> str | None:
-        if not self.spawns_gateway:
-            return None
+        if not self.spawns_gateway or self.box_settings.sandbox:
+            return None  # a sandboxed kernel works in a directory of its own (and so pools)
         assert self.data_dir is not None
         return str(self.data_dir / "sessions" / str(session_id))
 
-    def _new_box(self, directory: Path | None, env: dict[str, str]) -> LocalBox:
+    def _new_box(self, directory: Path | None, env: dict[str, str], owner: str,
+                 kernel_id: str | None = None, template: Template | None = None,
+                 snapshot: str | None = None) -> LocalBox:
         return LocalBox(working_dir=directory, gateway_url=self.gateway_url,
-                        gateway_token=self.gateway_token, env=env, settings=self.box_settings)
+                        gateway_token=self.gateway_token, kernel_id=kernel_id, env=env,
+                        settings=kernel_users.settings_for(self.settings, self.box_settings,
+                                                           owner),
+                        template=template, snapshot=snapshot)
 
-    def get(self, owner: str, session_id: int) -> Session:
+    async def start_from(self, record: SessionRecord, snapshot_id: str) -> Session:
+        """The session of ``record`` on a new kernel started from ``snapshot_id`` (a
+        paused session resumed under its own id); recorded ``running``."""
+        directory = Path(record.directory) if record.directory else None
+        if directory is not None:
+            directory.mkdir(mode=0o700, exist_ok=True)
+        old = self._sessions.get(record.id)
+        if old is not None:
+            self._forget(old)
+        template = self.templates.get(record.template) if record.template else None
+        box = self._new_box(directory, record.env, record.owner, template=template,
+                            snapshot=snapshot_id)
+        session = Session(record.id, record.owner, box, directory, busy=1,
+                          last_used=record.last_used, recorded_use=record.last_used,
+                          env=record.env, template=template)
+        self._sessions[record.id] = session
+        try:
+            await box.astart()
+            await self._record_kernel(session)
+        except BaseException:
+            session.closed = True
+            if self._sessions.get(record.id) is session:
+                del self._sessions[record.id]
+            await self._stop_box(session)
+            raise
+        finally:
+            session.busy -= 1
+        return session
+
+    def served(self, record: SessionRecord) -> Session:
+        """This server's session of ``record``: adopted if it has none, or if its box is on
+        another kernel than the store's (another server paused and resumed it)."""
+        session = self._sessions.get(record.id)
+        if session is not None and record.kernel_id not in (None, session.kernel_id):
+            self._forget(session)
+            session = None
+        return session if session is not None else self._adopt(record)
+
+    async def let_go(self, session: Session) -> None:
+        """Stop ``session``'s box (kernel deleted, directory removed) but keep its record
+        (it was paused)."""
+        session.closed = True
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        await self._stop_box(session)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background transition (a pause) until it is over; `close` waits for it."""
+        self._culling.add(task)
+        task.add_done_callback(self._culling.discard)
+
+    async def get(self, owner: str, session_id: int) -> Session:
         """The session ``session_id`` of ``owner``.
 
         Raises:
             SessionNotFound: There is none, or it belongs to another key.
         """
-        record = self.store.get(session_id)
+        record = await self.store.get(session_id)
         session = self._sessions.get(session_id)
         if record is None and session is not None and session.kernel_id is not None:
             self._forget(session)  # stopped or culled by another server
             session = None
         if record is None or not secrets.compare_digest(record.owner, owner):
             raise SessionNotFound(f"no session {session_id}")
+        if record.status in (PAUSED, PAUSING, RESUMING):
+            return await pausing.resume(self, record)
         if session is None:
             if record.kernel_id is None:  # another server is starting it
                 raise SessionNotFound(f"no session {session_id}")
             session = self._adopt(record)
         elif (record.kernel_id not in (None, session.kernel_id) and not session.busy):
-            # Another server replaced its kernel (the old one had vanished).
-            session.box._adopt(record.kernel_id, record.root)
-            session.kernel_id = record.kernel_id
+            # Another server replaced its kernel (the old one had vanished): a box on it.
+            self._forget(session)
+            session = self._adopt(record)
         return session
+
+    async def paused(self, owner: str, session_id: int) -> SessionRecord | None:
+        """The session ``session_id`` of ``owner`` if it is paused (or being paused or
+        resumed), without resuming it; else None."""
+        record = await self.store.get(session_id)
+        if (record is None or not secrets.compare_digest(record.owner, owner)
+                or record.status not in (PAUSED, PAUSING, RESUMING)):
+            return None
+        return record
+
+    async def remove_paused(self, record: SessionRecord) -> None:
+        """Stop a paused session: its record and its snapshot go."""
+        if await self.store.remove(record.id):
+            await pausing.drop_pause_snapshot(self, record)
+            log.info("session %s stopped (it was paused)", record.id)
 
     def _adopt(self, record: SessionRecord) -> Session:
         """A box for a session this server has not served yet (started by an earlier
         server, or by another one on the same store), on the kernel the store names."""
         assert record.kernel_id is not None
         directory = Path(record.directory) if record.directory else None
-        box = self._new_box(directory, record.env)
-        box._adopt(record.kernel_id, record.root)
-        session = Session(record.id, record.owner, box, directory, self._generation,
+        box = self._new_box(directory, record.env, record.owner, kernel_id=record.kernel_id)
+        session = Session(record.id, record.owner, box, directory,
                           kernel_id=record.kernel_id, last_used=record.last_used,
-                          recorded_use=record.last_used)
+                          recorded_use=record.last_used, env=record.env)
         self._sessions[record.id] = session
         return session
 
@@ -280,7 +416,7 @@ class SessionManager:
         session.closed = True
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
-        task = asyncio.get_running_loop().create_task(session.box._adetach())
+        task = asyncio.get_running_loop().create_task(session.box.adetach())
         self._detaching.add(task)
         task.add_done_callback(self._detaching.discard)
 
@@ -289,9 +425,12 @@ class SessionManager:
         kernel_id = session.box.kernel_id
         if kernel_id is None or kernel_id == session.kernel_id or session.closed:
             return
-        await asyncio.to_thread(self.store.set_kernel, session.id, kernel_id,
-                                session.box.working_dir)
+        await self.store.set_kernel(session.id, kernel_id, session.box.working_dir)
         session.kernel_id = kernel_id
+
+    async def record_use(self) -> None:
+        """Write when this server's sessions were last used (those in use: now)."""
+        await self._record_use(list(self._sessions.values()))
 
     async def _record_use(self, sessions: list[Session]) -> None:
         """Write when sessions were last used; those in use count as used now."""
@@ -302,108 +441,63 @@ class SessionManager:
             if when > session.recorded_use:
                 used[session.id] = session.recorded_use = when
         if used:
-            await asyncio.to_thread(self.store.touch, used)
+            await self.store.touch(used)
 
     async def remove(self, session: Session) -> None:
         """Stop ``session``: its kernel deleted, its files removed."""
         session.closed = True
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
-        await asyncio.to_thread(self.store.remove, session.id)
+        await self.store.remove(session.id)
         await self._stop_box(session)
         log.info("session %s stopped", session.id)
 
     async def _stop_box(self, session: Session) -> None:
         try:
             await asyncio.wait_for(session.box.astop(), STOP_TIMEOUT)
-        except (CodeBoxError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, CodeBoxError, OSError) as exc:
             log.warning("session %s did not stop cleanly: %s", session.id, exc)
         if session.directory is not None:
             await asyncio.to_thread(shutil.rmtree, session.directory, True)
 
-    @property
-    def generation(self) -> int:
-        """Changes each time the spawned gateway is started again."""
-        return self._generation
-
     @contextlib.asynccontextmanager
-    async def use(self, session: Session) -> AsyncIterator[Session]:
-        """Hold ``session`` for one request: it is not culled meanwhile, and a session whose
-        kernel was on a gateway that died lets go of it first (the next operation starts a
-        fresh kernel; ``state_lost`` stays set until a run has reported it).
+    async def use(self, session: Session, *, touch: bool = True) -> AsyncIterator[Session]:
+        """Hold ``session`` for one request: it is not culled meanwhile. ``touch``: it
+        counts as a use (a pause does not).
 
         Raises:
             SessionNotFound: The session was stopped meanwhile (by another request, or culled).
         """
         if session.closed:
             raise SessionNotFound(f"no session {session.id}")
-        quiet = time.time() - session.last_used
         session.busy += 1
-        session.touch()
+        if touch:
+            session.touch()
         try:
-            if quiet > VERIFY_AFTER and session.busy == 1:
-                await self._check_kernel(session)
-            await self.check_gateway()
-            if session.generation != self._generation:
-                await self.reset(session)
             yield session
         finally:
             session.busy -= 1
-            session.touch()
+            if touch:
+                session.touch()
             await self._record_kernel(session)
             if self.durable:
                 # Other servers cull by the store's time: it must not wait for housekeeping.
                 await self._record_use([session])
 
-    async def _check_kernel(self, session: Session) -> None:
-        """Let go of the session's connection if its kernel is gone from the gateway: the
-        box then finds it gone, starts a fresh one and its next run says so, once."""
-        kernel_id = session.box.kernel_id
-        if self.gateway_url is None or kernel_id is None:
-            return
-        if self._gateway_client is None:
-            headers = {"Authorization": f"token {self.gateway_token}"} if self.gateway_token else {}
-            self._gateway_client = httpx.AsyncClient(
-                base_url=self.gateway_url, headers=headers, trust_env=False,
-                verify=verify_for(self.gateway_url), timeout=STOP_TIMEOUT)
-        try:
-            response = await self._gateway_client.get(f"/api/kernels/{kernel_id}")
-        except httpx.HTTPError as exc:
-            log.warning("session %s: cannot look up kernel %s: %s", session.id, kernel_id, exc)
-            return  # the operation itself will say what is wrong
-        if response.status_code == 404:
-            log.warning("session %s: kernel %s is gone from the gateway", session.id,
-                        kernel_id)
-            root = session.box.working_dir
-            await session.box._adetach()
-            session.box._adopt(kernel_id, root)
-
-    async def reset(self, session: Session) -> None:
-        """Let go of the session's kernel (gone with its gateway): the next operation starts
-        a fresh one in the same directory."""
-        with contextlib.suppress(CodeBoxError, asyncio.TimeoutError, OSError):
-            await asyncio.wait_for(session.box.astop(), STOP_TIMEOUT)
-        session.generation = self._generation
+    async def operate(self, session: Session, call: Callable[[], Awaitable[T]]) -> T:
+        """Carry out ``call`` (an operation of the session's box) holding the session."""
+        async with self.use(session):
+            return await call()
 
     # -- the gateway -------------------------------------------------------------------
 
     async def check_gateway(self) -> None:
-        """Start the spawned gateway again if it died, and mark the sessions whose kernels
-        were on it as having lost their state."""
-        if not self._holds_gateway:
-            return
-        if shared_gateway.live_generation() == self._generation:
-            return  # the common case, answered without a thread
-        async with self._gateway_lock:
-            address = await asyncio.to_thread(shared_gateway.current, self.box_settings)
-            if address.generation == self._generation:
-                return
-            log.warning("the Kernel Gateway died and was started again; the sessions on it "
-                        "lost their state")
-            self._generation = address.generation
-            for session in self._sessions.values():
-                if session.generation != address.generation:
-                    session.state_lost = True
+        """Start the spawned gateway again if it died (the boxes on it notice by themselves
+        and start fresh kernels on the new one)."""
+        if self._holds_gateway and shared_gateway.live_generation() is None:
+            log.warning("the Kernel Gateway died: starting a new one; the sessions on it lost "
+                        "their state")
+            await asyncio.to_thread(shared_gateway.current, self.box_settings)
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -416,27 +510,41 @@ class SessionManager:
             try:
                 await self.check_gateway()
                 await self.cull()
+                await pausing.pause_idle(self)
             except Exception:  # housekeeping must go on
                 log.exception("housekeeping failed")
 
     async def cull(self) -> None:
-        """Stop the sessions that had no request for ``idle_timeout`` seconds, on any
-        server of the store: each idle session is taken from the store by one server.
+        """Stop the sessions that expired (no request for their lifetime, by default
+        ``idle_timeout`` seconds), on any server of the store: the store leases each expired
+        session to one server, which stops it and then removes it.
 
         Their kernels are stopped in the background: housekeeping must go on recording the
         use of this server's busy sessions meanwhile, or another server would take them."""
         await self._record_use(list(self._sessions.values()))
-        before = time.time() - self.settings.idle_timeout
-        for record in await asyncio.to_thread(self.store.take_idle, before):
-            log.info("session %s idle for %g s: stopping it", record.id,
-                     self.settings.idle_timeout)
+        taken = await self.store.take_idle(time.time(), self.settings.idle_timeout,
+                                           self.server_id, STOP_LEASE)
+        for record in taken:
+            log.info("session %s unused for %g s: stopping it", record.id,
+                     record.lifetime or self.settings.idle_timeout)
             session = self._sessions.pop(record.id, None)
-            if session is None:
-                if record.kernel_id is None:
-                    continue  # its start never finished (that server is gone)
+            if session is None and record.kernel_id is not None:
                 session = self._adopt(record)
                 del self._sessions[record.id]
-            session.closed = True
-            task = asyncio.get_running_loop().create_task(self._stop_box(session))
+            if session is not None:
+                session.closed = True
+            task = asyncio.get_running_loop().create_task(self._expire(record, session))
             self._culling.add(task)
             task.add_done_callback(self._culling.discard)
+
+    async def _expire(self, record: SessionRecord, session: Session | None) -> None:
+        """Stop an expired session this server holds the lease of, then forget it (a
+        session whose start never finished has no kernel: its server is gone)."""
+        if session is not None:
+            await self._stop_box(session)
+        try:
+            await self.store.remove(record.id)
+        except StoreUnavailable as exc:  # its lease runs out: a server takes it again
+            log.warning("session %s: could not remove it from the store: %s", record.id, exc)
+            return
+        await pausing.drop_pause_snapshot(self, record)  # (a paused one's)
