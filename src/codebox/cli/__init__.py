@@ -1,7 +1,8 @@
 """The ``codebox`` command.
 
 ``codebox run FILE`` runs a script in a fresh box, ``codebox shell CMD`` a command,
-``codebox serve`` runs the CodeBox REST API server, ``codebox mcp`` serves MCP over stdio.
+``codebox serve`` runs the CodeBox REST API server, ``codebox mcp`` serves MCP over stdio,
+``codebox template`` builds and manages templates.
 Each subcommand imports what it needs inside its function, so ``codebox --help`` stays fast
 and works without extras.
 """
@@ -14,6 +15,17 @@ from typing import Any
 import click
 
 from .. import __version__
+from ._templates import template
+
+_NETWORK = click.option(
+    "--sandbox-network", is_flag=False, flag_value="true", default=None,
+    metavar="false|true|ENTRIES",
+    help="What sandboxed kernels may connect to, through codebox's proxy: false, true (public "
+    "addresses), or comma-separated hosts (*. for subdomains), IPs, CIDRs, each with an "
+    "optional :port, and host.codebox.internal[:port]; alone: true. install needs none of "
+    "it.  [default: false]")
+_NO_NETWORK = click.option("--no-sandbox-network", is_flag=True, default=False,
+                           help="The same as --sandbox-network false.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,27 +53,53 @@ def main() -> None:
               help="Directory for the sessions' files and records. With --gateway-url the "
               "sessions are kept there (SQLite): they survive a restart, and every server "
               "on the directory serves them.  [default: a temporary one]")
-@click.option("--max-sessions-per-key", type=int, help="Most sessions per API key.  [default: 10]")
+@click.option("--store", metavar="URL",
+              help="Keep the sessions in this database, shared by every server on it: "
+              "postgresql://USER@HOST/DB (password in PGPASSWORD or a password file) or "
+              "sqlite:///PATH. Needs --gateway-url.  [default: DIR/sessions.sqlite3 with "
+              "--data-dir and --gateway-url, else memory]")
+@click.option("--max-sessions-per-key", type=int,
+              help="Most sessions per API key.  [default: as many as fit in the machine's "
+              "memory at --memory-mb each, 1 to 10]")
 @click.option("--max-upload-size", type=int, metavar="BYTES",
               help="Largest file an upload may carry.  [default: 100 MiB]")
 @click.option("--run-timeout", type=float, metavar="SECONDS",
               help="Longest a run may take.  [default: 300]")
 @click.option("--idle-timeout", type=float, metavar="SECONDS",
               help="Sessions idle this long are stopped.  [default: 3600]")
+@click.option("--max-lifetime", type=float, metavar="SECONDS",
+              help="Longest lifetime a client may give a session.  [default: 86400]")
+@click.option("--pause-idle", type=float, metavar="SECONDS",
+              help="Sessions idle this long are snapshotted and their kernels freed; the "
+              "next request resumes them.  [default: never]")
+@click.option("--snapshot-quota", type=int, metavar="BYTES",
+              help="Most bytes of snapshots per API key.  [default: 1 GiB]")
+@click.option("--kernel-user-per-key", is_flag=True, default=None,
+              help="Start each API key's kernels for a KERNEL_USERNAME of its own (Enterprise "
+              "Gateway's per-user limits then apply per key). Needs --gateway-url.")
 @click.option("--log-level",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level.  [default: info]")
 @click.option("--sandbox/--no-sandbox", default=None,
               help="Run each session's kernel in a sandbox.  [default: sandbox, unless "
               "--gateway-url]")
-@click.option("--sandbox-network/--no-sandbox-network", default=None,
-              help="Let sessions use the network (install needs it).  [default: no]")
+@_NETWORK
+@_NO_NETWORK
 @click.option("--memory-mb", "sandbox_memory_mb", type=click.IntRange(min=1), metavar="MIB",
               help="Memory of a session.  [default: 2048]")
 @click.option("--max-processes", "sandbox_max_processes", type=click.IntRange(min=1),
               metavar="N", help="Processes and threads of a session.  [default: 256]")
 @click.option("--disk-mb", "sandbox_disk_mb", type=click.IntRange(min=1), metavar="MIB",
-              help="Largest file of a session, and its /tmp.  [default: 2048]")
+              help="Largest file of a session, its /tmp, and (as root) its directory.  "
+              "[default: 2048]")
+@click.option("--output-limit", type=click.IntRange(min=1), metavar="BYTES",
+              help="Most bytes of output one run sends (every kind).  [default: 16 MiB]")
+@click.option("--template", "templates", multiple=True, metavar="NAME=FILE",
+              help="A template sessions may start from (POST /codebox/start {\"template\": "
+              "NAME}): a requirements file, or a TOML/JSON Template. Built at start. "
+              "Repeatable.")
+@click.option("--template-pool", "template_pool_size", multiple=True, metavar="NAME=N",
+              help="Warm kernels kept for template NAME.  [default: 1]")
 def serve(**options: Any) -> None:
     """Run the CodeBox REST API server.
 
@@ -78,9 +116,13 @@ def serve(**options: Any) -> None:
         raise click.ClickException(
             f"codebox serve needs the server extra: pip install 'codebox[server]' ({exc})"
         ) from None
+    _network_option(options)
     given = {k: v for k, v in options.items() if v not in (None, ())}
     if "api_keys" in given:
         given["api_keys"] = list(given["api_keys"])
+    for key, flag in (("templates", "--template"), ("template_pool_size", "--template-pool")):
+        if key in given:
+            given[key] = _pairs(given[key], flag)
     try:
         settings = ServerSettings(**given)
         if settings.sandbox_policy() is None:
@@ -95,6 +137,20 @@ def serve(**options: Any) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot listen on the address: {exc}") from None
     sys.exit(code)
+
+
+def _network_option(options: dict[str, Any]) -> None:
+    """``--no-sandbox-network`` as ``--sandbox-network false``."""
+    if options.pop("no_sandbox_network", False):
+        options["sandbox_network"] = "false"
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise click.UsageError(f"{flag} takes NAME=VALUE, not {value!r}")
+        pairs[name] = rest
+    return pairs
 
 
 def _warn_unsandboxed(why: str, who: str) -> None:
@@ -178,7 +234,9 @@ def shell(command: tuple[str, ...], timeout: float | None, cwd: str | None,
 @click.option("--sandbox/--no-sandbox", default=None,
               help="Run the local box's kernel in a sandbox.  [default: CODEBOX_SANDBOX, "
               "else sandbox]")
-def mcp(sandbox: bool | None) -> None:
+@_NETWORK
+@_NO_NETWORK
+def mcp(sandbox: bool | None, **network: Any) -> None:
     """Serve MCP over stdio: run, shell, upload, download, list_files, remove and install on
     one box per session."""
     try:
@@ -189,5 +247,11 @@ def mcp(sandbox: bool | None) -> None:
         ) from None
     if sandbox is False:
         _warn_unsandboxed("--no-sandbox", "the code an agent runs")
-    serve_mcp(sandbox)
+    _network_option(network)
+    try:
+        serve_mcp(sandbox, network=network["sandbox_network"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
+
+main.add_command(template)

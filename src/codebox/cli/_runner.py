@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .._commands import Command, check_command
+from .._checks import Command, check_command
 from ..base import BaseBox, OnProgress
 from ..errors import CodeBoxError
 from ..remote import CodeBox
-from ..schema import CodeBoxOutput, CommandResult, OutputChunk
+from ..schema import CLEAR_OUTPUT, CodeBoxOutput, CommandResult, OutputChunk
 from ..settings import CodeBoxSettings
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,8 @@ class _Printer:
         elif kind == "image/png":
             path = self._save_image(content)
             self._write(self.stderr, f"[image saved: {path}]\n")
-        elif kind == "error":
-            pass  # the traceback is printed once the run is over
+        elif kind in ("error", CLEAR_OUTPUT):
+            pass  # the traceback is printed once the run is over; a terminal keeps its text
         else:
             self._write(self.stderr, f"[{kind} output not shown: {len(content)} characters]\n")
 

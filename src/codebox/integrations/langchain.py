@@ -3,23 +3,24 @@
 ``codebox[langchain]`` extra, on ``langchain-core``).
 
     from codebox import LocalBox
-    from codebox.langchain import CodeBoxToolkit
+    from codebox.integrations.langchain import CodeBoxToolkit
 
     box = LocalBox()
     tools = CodeBoxToolkit(box=box).get_tools()     # give them to a chat model or an agent
     tools[0].invoke({"code": "print(6 * 7)"})       # "42\\n"
 
 Every tool works sync (``invoke``) and async (``ainvoke``) and answers with the same text a
-model gets from `codebox.tools`. Called with a ``ToolCall`` (as an agent does), a tool
-returns a ``ToolMessage`` whose ``artifact`` is the `codebox.tools.ToolResult` — with the
-full `CodeBoxOutput` of a run and the content of a downloaded file.
+model gets from `codebox.integrations.tools` (each tool is made from its record there).
+Called with a ``ToolCall`` (as an agent does), a tool returns a ``ToolMessage`` whose
+``artifact`` is the `codebox.integrations.tools.ToolResult` — with the full `CodeBoxOutput`
+of a run and the content of a downloaded file.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 try:
     from langchain_core.tools import BaseTool, BaseToolkit, StructuredTool
@@ -46,63 +47,14 @@ from .tools import (
     execute_tool_call,
 )
 
-
-def _describe(tool: str, name: str, default: Any = ...) -> Any:
-    return Field(default, description=TOOLS[tool].parameters["properties"][name]["description"])
-
-
-class RunPythonInput(BaseModel):
-    """Arguments of ``run_python``."""
-
-    code: str = _describe(RUN_PYTHON, "code")
-
-
-class RunShellInput(BaseModel):
-    """Arguments of ``run_shell``."""
-
-    command: str = _describe(RUN_SHELL, "command")
-    cwd: str | None = _describe(RUN_SHELL, "cwd", None)
-
-
-class RemoveFileInput(BaseModel):
-    """Arguments of ``remove_file``."""
-
-    file_name: str = _describe(REMOVE_FILE, "file_name")
-
-
-class UploadFileInput(BaseModel):
-    """Arguments of ``upload_file``."""
-
-    file_name: str = _describe(UPLOAD_FILE, "file_name")
-    content: str = _describe(UPLOAD_FILE, "content")
-    encoding: Literal["text", "base64"] = _describe(UPLOAD_FILE, "encoding", "text")
-
-
-class DownloadFileInput(BaseModel):
-    """Arguments of ``download_file``."""
-
-    file_name: str = _describe(DOWNLOAD_FILE, "file_name")
-
-
-class ListFilesInput(BaseModel):
-    """``list_files`` takes no arguments."""
-
-
-class InstallPackagesInput(BaseModel):
-    """Arguments of ``install_packages``."""
-
-    package_names: list[str] = _describe(INSTALL_PACKAGES, "package_names")
-
-
-_SCHEMAS: dict[str, type[BaseModel]] = {
-    RUN_PYTHON: RunPythonInput,
-    RUN_SHELL: RunShellInput,
-    REMOVE_FILE: RemoveFileInput,
-    UPLOAD_FILE: UploadFileInput,
-    DOWNLOAD_FILE: DownloadFileInput,
-    LIST_FILES: ListFilesInput,
-    INSTALL_PACKAGES: InstallPackagesInput,
-}
+# The argument models LangChain validates, each made from its tool's JSON schema.
+RunPythonInput = TOOLS[RUN_PYTHON].input_model
+RunShellInput = TOOLS[RUN_SHELL].input_model
+RemoveFileInput = TOOLS[REMOVE_FILE].input_model
+UploadFileInput = TOOLS[UPLOAD_FILE].input_model
+DownloadFileInput = TOOLS[DOWNLOAD_FILE].input_model
+ListFilesInput = TOOLS[LIST_FILES].input_model
+InstallPackagesInput = TOOLS[INSTALL_PACKAGES].input_model
 
 
 def _content(result: ToolResult) -> str | list[dict[str, Any]]:
@@ -155,7 +107,7 @@ class CodeBoxToolkit(BaseToolkit):
             coroutine=arun,
             name=name,
             description=TOOLS[name].description,
-            args_schema=_SCHEMAS[name],
+            args_schema=TOOLS[name].input_model,
             response_format="content_and_artifact",
         )
 

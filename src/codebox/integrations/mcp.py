@@ -1,7 +1,8 @@
 """``codebox mcp``: an MCP server (stdio transport) that lends an LLM one box per session.
 
-It offers the tools of `codebox.tools` — ``run_python``, ``run_shell``, ``upload_file``,
-``download_file``, ``list_files``, ``remove_file``, ``install_packages`` — on one box, made
+It offers the tools of `codebox.integrations.tools` — ``run_python``, ``run_shell``,
+``upload_file``, ``download_file``, ``list_files``, ``remove_file``, ``install_packages`` —
+each made from its record there, on one box, made
 when the first tool is called and stopped when the session ends. The box is a `LocalBox`,
 or a box on a CodeBox server when ``CODEBOX_API_KEY`` is set. Needs the ``codebox[mcp]`` extra (the
 official ``mcp`` SDK).
@@ -14,11 +15,12 @@ A client starts it as a subprocess, e.g. in a desktop client's configuration::
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from pydantic import Field
@@ -42,19 +44,14 @@ from .. import __version__
 from ..base import BaseBox
 from ..errors import CodeBoxError
 from ..remote import CodeBox
+from ..sandbox import parse_network, with_network
 from ..settings import CodeBoxSettings
 from .tools import (
     DEFAULT_MAX_CHARS,
-    DOWNLOAD_FILE,
-    INSTALL_PACKAGES,
-    LIST_FILES,
-    REMOVE_FILE,
-    RUN_PYTHON,
-    RUN_SHELL,
     TOOLS,
-    UPLOAD_FILE,
     ToolCall,
     ToolResult,
+    ToolSpec,
     aexecute_tool_call,
     file_kind,
 )
@@ -94,9 +91,28 @@ class _Session:
             self._box = None
 
 
-def _arg(tool: str, name: str) -> Any:
-    """The description of a tool's argument, from the tool's JSON schema."""
-    return Field(description=TOOLS[tool].parameters["properties"][name]["description"])
+def _mcp_function(
+    spec: ToolSpec, call: Callable[..., Awaitable[CallToolResult]]
+) -> Callable[..., Awaitable[CallToolResult]]:
+    """A function whose signature is the tool's arguments (from its record's input model),
+    for the SDK to publish as the tool's input schema."""
+    parameters = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if info.is_required() else info.default,
+            annotation=Annotated[info.annotation, Field(description=info.description)],
+        )
+        for name, info in spec.input_model.model_fields.items()
+    ]
+
+    async def tool(**arguments: Any) -> CallToolResult:
+        return await call(spec.name, **arguments)
+
+    tool.__name__ = spec.name
+    tool.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        parameters, return_annotation=CallToolResult,
+    )
+    return tool
 
 
 def _to_mcp(result: ToolResult) -> CallToolResult:
@@ -156,44 +172,8 @@ def build_server(
         )
         return _to_mcp(result)
 
-    async def run_python(code: Annotated[str, _arg(RUN_PYTHON, "code")]) -> CallToolResult:
-        return await call(RUN_PYTHON, code=code)
-
-    async def run_shell(
-        command: Annotated[str, _arg(RUN_SHELL, "command")],
-        cwd: Annotated[str | None, _arg(RUN_SHELL, "cwd")] = None,
-    ) -> CallToolResult:
-        return await call(RUN_SHELL, command=command, cwd=cwd)
-
-    async def upload_file(
-        file_name: Annotated[str, _arg(UPLOAD_FILE, "file_name")],
-        content: Annotated[str, _arg(UPLOAD_FILE, "content")],
-        encoding: Annotated[Literal["text", "base64"], _arg(UPLOAD_FILE, "encoding")] = "text",
-    ) -> CallToolResult:
-        return await call(UPLOAD_FILE, file_name=file_name, content=content, encoding=encoding)
-
-    async def download_file(
-        file_name: Annotated[str, _arg(DOWNLOAD_FILE, "file_name")],
-    ) -> CallToolResult:
-        return await call(DOWNLOAD_FILE, file_name=file_name)
-
-    async def list_files() -> CallToolResult:
-        return await call(LIST_FILES)
-
-    async def remove_file(
-        file_name: Annotated[str, _arg(REMOVE_FILE, "file_name")],
-    ) -> CallToolResult:
-        return await call(REMOVE_FILE, file_name=file_name)
-
-    async def install_packages(
-        package_names: Annotated[list[str], _arg(INSTALL_PACKAGES, "package_names")],
-    ) -> CallToolResult:
-        return await call(INSTALL_PACKAGES, package_names=package_names)
-
-    tools = (run_python, run_shell, upload_file, download_file, list_files, remove_file,
-             install_packages)
-    for fn in tools:
-        server.add_tool(fn, name=fn.__name__, description=TOOLS[fn.__name__].description)
+    for spec in TOOLS.values():
+        server.add_tool(_mcp_function(spec, call), name=spec.name, description=spec.description)
     return server
 
 
@@ -212,13 +192,19 @@ def serve_stdio(
     anyio.run(server.run_stdio_async)
 
 
-def main(sandbox: bool | None = None) -> None:
+def main(sandbox: bool | None = None, network: str | bool | list[str] | None = None) -> None:
     """Entry point of ``codebox mcp`` (and ``python -m codebox.integrations.mcp``): logs to stderr
     (stdout carries the protocol) and serves one session over stdio.
 
     Args:
         sandbox: Sandbox the local box. Default: ``CODEBOX_SANDBOX`` if set, else yes (an
             agent runs code nobody reviewed).
+        network: The sandbox's network policy (`Sandbox.network`, or its text form:
+            ``"true"``, ``"pypi.org,*.example.com"``). Default: ``CODEBOX_SANDBOX_NETWORK``,
+            else the policy's own (none).
+
+    Raises:
+        ValueError: ``network`` is not a policy.
     """
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -229,6 +215,8 @@ def main(sandbox: bool | None = None) -> None:
         settings = settings.model_copy(update={"sandbox": sandbox})
     elif "sandbox" not in settings.model_fields_set:
         settings = settings.model_copy(update={"sandbox": True})
+    network = parse_network(network) if network is not None else settings.sandbox_network
+    settings = settings.model_copy(update={"sandbox": with_network(settings.sandbox, network)})
     serve_stdio(settings=settings)
 
 
