@@ -124,13 +124,14 @@ def _command(kind: str, port: int) -> tuple[list[str], str]:
             "--KernelGatewayApp.env_process_whitelist=CODEBOX_TEST_RUN"], "KG_AUTH_TOKEN"
 
 
-def _start(kind: str, log_dir: Path, runtime_dir: str) -> Gateway:
+def _start(kind: str, log_dir: Path, runtime_dir: str, extra: tuple[str, ...] = ()) -> Gateway:
     import httpx
 
     token = secrets.token_urlsafe(16)
     for _ in range(3):  # another process may take the free port first
         port = _free_port()
         argv, token_var = _command(kind, port)
+        argv = [*argv, *extra]
         log_path = log_dir / f"{kind}-{port}.log"
         env = {**os.environ, token_var: token, "JUPYTER_RUNTIME_DIR": runtime_dir}
         with open(log_path, "wb") as log:
@@ -166,11 +167,12 @@ def _stop(gateway: Gateway) -> None:
 
 
 @contextlib.contextmanager
-def running_gateway(kind: str, log_dir: Path) -> Iterator[Gateway]:
-    """A stock gateway of ``kind`` for the block, stopped (with its kernels) afterwards."""
+def running_gateway(kind: str, log_dir: Path, *extra: str) -> Iterator[Gateway]:
+    """A stock gateway of ``kind`` for the block, stopped (with its kernels) afterwards;
+    ``extra``: more options of its command line."""
     runtime_dir = tempfile.mkdtemp(prefix=f"codebox-test-{kind}-")
     try:
-        gateway = _start(kind, log_dir, runtime_dir)
+        gateway = _start(kind, log_dir, runtime_dir, extra)
         try:
             yield gateway
         finally:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -50,8 +52,27 @@ def processes_with(name: str, value: str) -> list[tuple[int, str]]:
 
 
 def our_processes(marker: str | None = None) -> list[tuple[int, str]]:
-    """Processes of this test run: their environment carries ``CODEBOX_TEST_RUN``."""
+    """Processes of this test run: their environment carries ``CODEBOX_TEST_RUN``. In an
+    xdist worker, this worker's only (its children inherit ``PYTEST_XDIST_WORKER``): the
+    other worker's boxes are not this one's to answer for."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if marker is None and worker:
+        return processes_with("PYTEST_XDIST_WORKER", worker)
     return processes_with("CODEBOX_TEST_RUN", marker or os.environ["CODEBOX_TEST_RUN"])
+
+
+def box_leftovers() -> set[str]:
+    """What boxes leave on the host if they are not cleaned up: mounts (a sandboxed box's
+    own filesystem, as root) and ``codebox-*`` cgroups under this process's cgroups."""
+    left = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if "codebox" in line.split()[4] or "/boxes/" in line.split()[4]}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else ["unified"]:
+            base = Path("/sys/fs/cgroup", controller, path.lstrip("/"))
+            if base.is_dir():
+                left.update(str(p) for p in base.glob("codebox-*"))
+    return left
 
 
 def alive(pid: int) -> bool:
@@ -148,3 +169,36 @@ def stock_kernel_gateway(cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, 
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+class EchoServer(http.server.ThreadingHTTPServer):
+    """An HTTP server on the host's loopback (``port``) that answers every GET with what it
+    saw, ``{prefix}{path} Host={Host header}``, and records ``(path, Host)`` in ``seen``."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.seen: list[tuple[str, str]] = []
+        super().__init__(("127.0.0.1", 0), _Echo)
+        self.port = self.server_address[1]
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    server: EchoServer
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers["Host"]))
+        body = f"{self.server.prefix}{self.path} Host={self.headers['Host']}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass

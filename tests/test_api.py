@@ -48,11 +48,19 @@ def test_every_sync_method_has_an_async_twin_with_the_same_parameters(cls, name)
     assert inspect.signature(sync).parameters == inspect.signature(twin).parameters
     if name == "stream":  # a stream object: an (async) iterator and context manager
         ret = inspect.signature(twin).return_annotation
-        assert ret == "AsyncChunkStream", ret
-        assert inspect.signature(sync).return_annotation == "ChunkStream"
+        assert ret == "AsyncRunStream", ret
+        assert inspect.signature(sync).return_annotation == "RunStream"
     else:
         assert inspect.iscoroutinefunction(twin)
     assert not inspect.iscoroutinefunction(sync)
+
+
+@pytest.mark.parametrize("cls", [LocalBox, CodeBox])
+@pytest.mark.parametrize("name", ["set_lifetime", "list"])
+def test_the_lifecycle_methods_have_async_twins(cls, name):
+    sync, twin = getattr(cls, name), getattr(cls, "a" + name)
+    assert inspect.signature(sync).parameters == inspect.signature(twin).parameters
+    assert inspect.iscoroutinefunction(twin) and not inspect.iscoroutinefunction(sync)
 
 
 @pytest.mark.parametrize("cls", [BaseBox, LocalBox, CodeBox])
@@ -173,7 +181,7 @@ def test_a_component_of_255_bytes_is_accepted_and_one_more_is_refused_clearly():
 
 
 def test_no_legal_file_name_is_a_partial_upload():
-    from codebox.local._snippets import PARTIAL_PREFIX, partial_name
+    from codebox.local._dialect import PARTIAL_PREFIX, partial_name
 
     with pytest.raises(CodeBoxError):
         check_file_name(PARTIAL_PREFIX + "x")

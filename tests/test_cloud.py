@@ -1,7 +1,8 @@
 """Tests of `CodeBox`, the REST client, against a mocked server (respx), in both flavours.
 
 Each test asserts what goes over the wire (method, path, headers, body), not only results.
-Retry waits are recorded by patching ``codebox.remote._drivers._sleep``/``_asleep``, never waited.
+Retry waits are recorded by patching ``codebox.remote._transport._sleep``/``_asleep``, never
+waited.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from codebox.errors import (
     CodeBoxServerError,
     CodeBoxTimeoutError,
 )
-from codebox.remote import _drivers as cloud
+from codebox.remote import _transport as cloud
 from codebox.remote._requests import RUN_TIMEOUT_MARGIN
 from codebox.schema import CodeBoxFile, ExecError, OutputChunk
 
@@ -123,7 +124,8 @@ def ndjson(*items) -> bytes:
 
 def test_no_key_gives_a_local_box():
     box = CodeBox()
-    assert isinstance(box, LocalBox) and not isinstance(box, CodeBox)
+    assert isinstance(box, LocalBox) and type(box) is not CodeBox
+    assert isinstance(box, CodeBox)  # what CodeBox() gives counts as one
 
 
 def test_key_local_and_local_flag_give_a_local_box():
@@ -171,10 +173,9 @@ def test_from_id_attaches_without_sending(api, value):
     status = api.get("/codebox/42/").respond(json={"status": "running"})
     box = CodeBox.from_id(value, api_key=KEY, base_url=BASE)
     assert type(box) is CodeBox and box.session_id == "42"
-    assert not api.calls
-    assert box.status() == "running"
-    assert sent(status).url.path == "/v1/codebox/42/"
-    assert repr(box) == "<CodeBox id=42 started>"
+    assert box.status() == "running"  # as the box knows it: nothing is asked
+    assert not api.calls and not status.called
+    assert repr(box) == "<CodeBox id=42 running>"
 
 
 def test_from_id_rejects_garbage():
@@ -185,7 +186,7 @@ def test_from_id_rejects_garbage():
 # -- lifecycle ------------------------------------------------------------------------
 
 
-def test_start_is_idempotent_and_status_has_the_trailing_slash(api, flavour):
+def test_start_is_idempotent_and_status_asks_nothing(api, flavour):
     start = serve(api)
     status = api.get("/codebox/42/").respond(json={"status": "running"})
     box = make_box()
@@ -198,8 +199,7 @@ def test_start_is_idempotent_and_status_has_the_trailing_slash(api, flavour):
     assert (request.method, request.url.path, request.content) == ("GET", "/v1/codebox/start", b"")
     assert_auth(request)
     assert call(box, flavour, "status") == "running"
-    assert (sent(status).method, sent(status).url.path) == ("GET", "/v1/codebox/42/")
-    assert_auth(sent(status))
+    assert not status.called and len(api.calls) == 1  # the one start, and nothing since
 
 
 def test_stop_sends_stop_and_a_stopped_box_starts_a_new_session(api, flavour):
@@ -232,13 +232,13 @@ def test_context_managers_start_stop_and_close_the_clients(api):
     stop = api.post("/codebox/42/stop").respond(json={"status": "stopped"})
     with make_box() as box:
         box.list_files()
-        client = box._sync.client
+        client = box._sync_transport.client()
     assert stop.call_count == 1 and client.is_closed
 
     async def main():
         async with make_box() as abox:
             await abox.alist_files()
-            return abox._async.client
+            return abox._async_transport.client()
 
     assert asyncio.run(main()).is_closed
     assert stop.call_count == 2
@@ -249,28 +249,31 @@ def test_stop_closes_the_client_even_when_the_server_fails(api):
     api.get("/codebox/42/files").respond(json={"files": []})
     box = make_box(session_id=42)
     box.list_files()
-    client = box._sync.client
+    client = box._sync_transport.client()
     with pytest.raises(CodeBoxServerError):
         box.stop()
     assert client.is_closed
 
 
 def test_close_and_aclose_release_the_clients(api):
+    serve(api)  # a closed box starts a new session when used again
     api.get("/codebox/42/files").respond(json={"files": []})
+    stop = api.post("/codebox/42/stop").respond(json={"status": "stopped"})
     box = make_box(session_id=42)
     box.list_files()
 
     async def use_then_close():
         await box.alist_files()
-        aclient = box._async.client
+        aclient = box._async_transport.client()
         await box.aclose()
         return aclient
 
-    client = box._sync.client
+    client = box._sync_transport.client()
     assert asyncio.run(use_then_close()).is_closed and client.is_closed
+    assert stop.call_count == 1 and box.status() == "stopped"  # close() is stop()
     box.list_files()  # a new client is made when needed
     box.close()
-    assert box._sync.client is None
+    assert box._sync_transport is None and stop.call_count == 2
 
 
 def test_sync_stop_closes_the_async_client_too(api):
@@ -280,9 +283,9 @@ def test_sync_stop_closes_the_async_client_too(api):
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(box.alist_files())
-        aclient = box._async.client
+        aclient = box._async_transport.client()
         assert box.stop() == "stopped"
-        assert aclient.is_closed and box._async is None
+        assert aclient.is_closed and box._async_transport is None
     finally:
         loop.close()
 
@@ -294,9 +297,9 @@ def test_the_async_client_follows_the_event_loop(api):
 
     async def use():
         await box.alist_files()
-        clients.append(box._async.client)
+        clients.append(box._async_transport.client())
         await box.alist_files()
-        clients.append(box._async.client)
+        clients.append(box._async_transport.client())
 
     asyncio.run(use())
     asyncio.run(use())
@@ -528,19 +531,45 @@ def test_leaving_a_stream_early_interrupts_the_run(api, flavour):
 # -- interrupt, restart, install ------------------------------------------------------
 
 
+def interrupt_mid_stream(box, flavour):
+    """``box.interrupt()`` while a stream of the box is running (after its first chunk)."""
+    if flavour == "sync":
+        with box.stream("loop()") as stream:
+            next(stream)
+            return box.interrupt()
+
+    async def main():
+        async with box.astream("loop()") as stream:
+            await stream.__anext__()
+            return await box.ainterrupt()
+
+    return asyncio.run(main())
+
+
+def serve_endless_stream(api):
+    api.post("/codebox/42/run/stream").respond(
+        content=ndjson(*[{"type": "stdout", "content": "tick\n"}] * 3))
+
+
 def test_interrupt_where_offered(api, flavour):
-    serve(api, ["interrupt"])
+    serve(api, ["interrupt", "stream"])
+    serve_endless_stream(api)
     route = api.post("/codebox/42/interrupt").respond(json={"status": "interrupted"})
-    assert call(make_box(session_id=42), flavour, "interrupt") == "interrupted"
-    assert (sent(route).method, sent(route).url.path) == ("POST", "/v1/codebox/42/interrupt")
-    assert_auth(sent(route))
+    box = make_box(session_id=42)
+    assert call(box, flavour, "interrupt") == "interrupted"
+    assert not route.called  # nothing runs: nothing to interrupt, nothing sent
+    assert interrupt_mid_stream(box, flavour) == "interrupted"
+    assert (sent(route, 0).method, sent(route, 0).url.path) == (
+        "POST", "/v1/codebox/42/interrupt")
+    assert_auth(sent(route, 0))
 
 
 def test_interrupt_on_a_server_without_it_says_so_and_sends_nothing(api, flavour):
-    start = serve(api, ["rich-run"])
+    start = serve(api, ["rich-run", "stream"])
+    serve_endless_stream(api)
     route = api.post("/codebox/42/interrupt")
     with pytest.raises(CodeBoxError, match="does not support interrupt"):
-        call(make_box(session_id=42), flavour, "interrupt")
+        interrupt_mid_stream(make_box(session_id=42), flavour)
     assert not route.called and not start.called
 
 
@@ -587,7 +616,7 @@ def test_install_on_an_extended_server_sends_package_names(api, flavour):
         "package_name": "numpy pandas",
         "package_names": ["numpy", "pandas"],
     }
-    assert sent(route).extensions["timeout"]["read"] == 300.0
+    assert sent(route).extensions["timeout"]["read"] == 300.0 + RUN_TIMEOUT_MARGIN
 
 
 def test_install_failure_raises_with_the_servers_message(api, flavour):
@@ -760,9 +789,9 @@ def test_a_success_without_content_type_is_parsed(api, flavour):
 
 
 def test_a_success_that_is_not_json_is_an_error(api, flavour):
-    api.get("/codebox/42/").respond(200, content=b"<html>login</html>")
+    api.get("/codebox/42/files").respond(200, content=b"<html>login</html>")
     with pytest.raises(CodeBoxError, match="not JSON") as info:
-        call(make_box(session_id=42), flavour, "status")
+        call(make_box(session_id=42), flavour, "list_files")
     assert info.value.json_body == "<html>login</html>"
 
 
@@ -806,7 +835,7 @@ def retryable_ops(api):
     """(name, route, args) of each operation that is retried on 429/502/503/504."""
     return {
         "start": (api.get("/codebox/start"), ()),
-        "status": (api.get("/codebox/42/"), ()),
+        "file_info": (api.get("/codebox/42/files/info"), ("x.txt",)),
         "list_files": (api.get("/codebox/42/files"), ()),
         "download": (api.get("/codebox/42/download"), ("x.txt",)),
     }
@@ -814,15 +843,16 @@ def retryable_ops(api):
 
 OK_REPLIES = {
     "start": {"id": 42},
-    "status": {"status": "running"},
+    "file_info": {"name": "x.txt", "size": 1},
     "list_files": {"files": []},
     "download": None,
 }
 
 
-@pytest.mark.parametrize("op", ["start", "status", "list_files", "download"])
+@pytest.mark.parametrize("op", ["start", "file_info", "list_files", "download"])
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 def test_safe_operations_are_retried_with_backoff(api, flavour, sleeps, op, status):
+    serve(api, ["file-ops"])
     route, args = retryable_ops(api)[op]
     ok = httpx.Response(200, json=OK_REPLIES[op]) if OK_REPLIES[op] else httpx.Response(200)
     route.side_effect = [httpx.Response(status, json={"detail": "busy"})] * 2 + [ok]
@@ -868,12 +898,12 @@ def test_retry_after_seconds_and_cap(api, flavour, sleeps):
 
 def test_retry_after_http_date(api, flavour, sleeps):
     future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    route = api.get("/codebox/42/")
+    route = api.get("/codebox/42/files")
     route.side_effect = [
         httpx.Response(503, headers={"Retry-After": future}),
-        httpx.Response(200, json={"status": "running"}),
+        httpx.Response(200, json={"files": []}),
     ]
-    call(make_box(session_id=42), flavour, "status")
+    call(make_box(session_id=42), flavour, "list_files")
     assert len(sleeps) == 1 and 25.0 <= sleeps[0] <= 30.0
 
 

@@ -1,5 +1,6 @@
 """Shell commands without a kernel: argument checks, decoding and collecting output, the
-shell operation against a scripted kernel, and the client's reading of ``shell/stream``."""
+shell operation against a scripted kernel, the client's reading of ``shell/stream``, and
+the stream a command's chunks are read from."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import json
 import pytest
 
 from codebox import CodeBoxError, CommandResult, OutputChunk
-from codebox._commands import (
-    CommandOutput,
-    CommandStream,
-    check_command,
-    check_cwd,
-    check_env,
-    check_timeout,
-)
-from codebox._streams import StreamSlot
+from codebox import _engine as engine
+from codebox._checks import check_command, check_cwd, check_env, check_timeout
+from codebox._commands import CommandOutput
+from codebox._lease import Lease
+from codebox._limits import OUTPUT_LIMIT
+from codebox._output_caps import CHUNK_COST
+from codebox._streams import CommandStream
 from codebox.errors import CodeBoxNotFoundError, CodeBoxServerError, CodeBoxTimeoutError
-from codebox.local import _kernel_ops as ops
-from codebox.local._snippets import DATA_MSG_TYPE
+from codebox.local import _execution as execution
+from codebox.local._dialect import DATA_MSG_TYPE
+from codebox.local._kernel import KernelState
+from codebox.local._requests import Send
 from codebox.remote._ndjson import CommandLines
 from tests.test_kernel_ops import CFG, ScriptedKernel, _part, finished, frame
 
@@ -62,12 +63,26 @@ def test_output_is_decoded_per_stream_and_merged_in_order():
 
 
 def test_an_output_limit_cuts_and_says_so():
-    out = CommandOutput(output_limit=5)
+    # Counted as a run's output is: each piece 128 bytes more, and a notice fits in too.
+    notice = "\n[codebox: 298 bytes of stderr dropped: the output limit was reached]\n"
+    out = CommandOutput(output_limit=(3 + CHUNK_COST) + (2 + len(notice) + CHUNK_COST))
     assert out.feed("stdout", b"abc").content == "abc"
-    assert out.feed("stderr", b"defgh").content.startswith("de\n[codebox: output truncated")
+    cut = out.feed("stderr", b"de" + b"f" * 298).content
+    assert cut == "de" + notice
     assert out.feed("stdout", b"more") is None
+    assert out.feed("stdout", "☃".encode()) is None
+    (last,) = out.flush()  # what was dropped after the limit, said at the end
+    assert last.content == "\n[codebox: 7 bytes of stdout dropped: the output limit was reached]\n"
     result = out.result(exit_code=0)
-    assert result.truncated and result.stdout == "abc" and "truncated" in result.stderr
+    assert result.truncated and result.stdout == "abc" and result.stderr == cut + last.content
+
+
+def test_output_is_bounded_by_default():
+    out = CommandOutput()
+    assert out.feed("stdout", b"x" * 10_000_000).content == "x" * 10_000_000
+    big = out.feed("stdout", b"y" * OUTPUT_LIMIT)
+    assert big.content.startswith("y") and "bytes of stdout dropped" in big.content
+    assert out.result(exit_code=0).truncated
 
 
 class ShellKernel(ScriptedKernel):
@@ -78,7 +93,7 @@ class ShellKernel(ScriptedKernel):
         self.script = script
 
     def answer(self, req):
-        if isinstance(req, ops.Send) and b"start_new_session" in req.frame:
+        if isinstance(req, Send) and b"start_new_session" in req.frame:
             msg_id = json.loads(_part(req.frame, 1))["msg_id"]
             self.last_run = msg_id
             self.requests.append(req)
@@ -95,31 +110,16 @@ def data(msg_id, content, buffers=()):
                         buffers=list(buffers))
 
 
-def drive_emitting(kernel, op):
-    """Drive ``op``, collecting what it emits."""
-    emitted, value, error = [], None, None
-    while True:
-        try:
-            req = op.throw(error) if error else op.send(value)
-        except StopIteration as stop:
-            return emitted, stop.value
-        value, error = None, None
-        if isinstance(req, ops.Emit):
-            emitted.append(req.chunk)
-            continue
-        try:
-            value = kernel.answer(req)
-        except BaseException as exc:  # noqa: BLE001
-            error = exc
-
-
-def test_the_shell_op_emits_pieces_as_they_come_and_returns_the_result():
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_the_shell_op_emits_pieces_as_they_come_and_returns_the_result(flavour):
     kernel = ShellKernel(lambda m: [
         data(m, {"stream": "stdout"}, [b"one\n"]), data(m, {"stream": "stderr"}, [b"two\n"]),
         data(m, {"stream": "stdout"}, [b"thr", b"ee\n"]),
         data(m, {"exit_code": 2, "timed_out": False}), *finished(m)])
-    emitted, result = drive_emitting(kernel, ops.shell(ops.KernelState(), CFG, ["x"],
-                                                       timeout=None, cwd=None, env=None))
+    emitted: list[OutputChunk] = []
+    result = kernel.drive(execution.shell(KernelState(), CFG, ["x"], timeout=None, cwd=None,
+                                          env={}),
+                          flavour=flavour, on_output=emitted.append)
     assert [(c.type, c.content) for c in emitted] == [
         ("stdout", "one\n"), ("stderr", "two\n"), ("stdout", "thr"), ("stdout", "ee\n")]
     assert isinstance(result, CommandResult)
@@ -133,23 +133,24 @@ def test_a_missing_cwd_is_not_found():
         return [frame("error", {**err, "traceback": []}, m), *finished(m, **err)]
 
     with pytest.raises(CodeBoxNotFoundError, match="no directory 'd'"):
-        ShellKernel(script).drive(ops.shell(ops.KernelState(), CFG, "ls", timeout=None,
-                                            cwd="d", env=None))
+        ShellKernel(script).drive(execution.shell(KernelState(), CFG, "ls", timeout=None,
+                                                  cwd="d", env={}))
 
 
 def test_a_kernel_that_does_not_end_the_command_is_interrupted_then_restarted():
     kernel = ShellKernel(lambda m: [data(m, {"stream": "stdout"}, [b"x"])])  # never ends
     with pytest.raises(CodeBoxTimeoutError, match="restarted"):
-        kernel.drive(ops.shell(ops.KernelState(), CFG, "x", timeout=0.01, cwd=None, env=None))
+        kernel.drive(execution.shell(KernelState(), CFG, "x", timeout=0.01, cwd=None, env={}))
     assert kernel.paths()[-2:] == ["/api/kernels/k1/interrupt", "/api/kernels/k1/restart"]
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("exc", [asyncio.CancelledError(), KeyboardInterrupt()])
-def test_a_cancelled_command_interrupts_the_kernel_and_reraises(exc):
+def test_a_cancelled_command_interrupts_the_kernel_and_reraises(exc, flavour):
     kernel = ShellKernel(lambda m: [])
     with pytest.raises(type(exc)):
-        kernel.drive(ops.shell(ops.KernelState(), CFG, "x", timeout=None, cwd=None, env=None),
-                     throw_at_recv=exc)
+        kernel.drive(execution.shell(KernelState(), CFG, "x", timeout=None, cwd=None, env={}),
+                     throw_at_recv=exc, flavour=flavour)
     assert kernel.paths()[-1] == "/api/kernels/k1/interrupt"
 
 
@@ -180,21 +181,39 @@ def test_a_command_stream_ending_in_an_error_raises_it_with_the_chunks():
         cut.feed("not json")
 
 
+class StreamBox:
+    """What a stream needs of its box: the lease, and a transport (answering nothing)."""
+
+    def __init__(self) -> None:
+        self._lease = Lease()
+        self.transport = engine.ScriptedTransport(lambda req: None)
+
+    def _transport(self):
+        return self.transport
+
+    def _used(self):
+        pass
+
+
 def test_a_command_stream_gives_its_result_after_the_chunks_and_closes_early():
     result = CommandResult(exit_code=0)
     closed = []
 
-    def steps():
+    def op():
         try:
-            yield OutputChunk(type="stdout", content="a")
+            yield engine.Emit(OutputChunk(type="stdout", content="a"))
+            yield "more?"  # a request: the command is still going
         finally:
             closed.append(True)
         return result
 
-    with CommandStream(StreamSlot(), steps) as stream:
+    box = StreamBox()
+    with CommandStream(box, op) as stream:
         assert [c.content for c in stream] == ["a"]
-    assert stream.result is result and closed
-    early = CommandStream(StreamSlot(), steps)
+    assert stream.result is result and closed and box._lease.holder is None
+    early = CommandStream(box, op)
     next(early)
+    assert box._lease.holder is not None  # the stream holds the box while it is open
     early.close()
     assert early.result is None and len(closed) == 2
+    assert box._lease.holder is None and box.transport.requests == ["more?"]

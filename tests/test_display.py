@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
+from IPython.core.formatters import DisplayFormatter
 
 from codebox import CodeBoxOutput, ExecError, OutputChunk
-
-IPython = pytest.importorskip("IPython")
-from IPython.core.formatters import DisplayFormatter  # noqa: E402
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 PNG = base64.b64encode(PNG_BYTES).decode()

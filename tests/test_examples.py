@@ -99,6 +99,32 @@ def check_shell_agent(stdout: str, tmp_path: Path) -> None:
         assert {"calc/ops.py", "tests/test_ops.py"} <= set(archive.getnames())
 
 
+def check_smolagents_agent(stdout: str, tmp_path: Path) -> None:
+    assert "step 1: Execution logs: | 7 days" in stdout  # state, then used by later steps
+    assert "NameError: name 'temp' is not defined" in stdout  # the model saw its mistake
+    assert "17.86 | Last output" in stdout and "(+ 1 image)" in stdout
+    assert stdout.endswith("answer: The mean temperature was 17.86 C.\n")
+
+
+def check_autogen_executor(stdout: str, tmp_path: Path) -> None:
+    assert "[exit 0] total: 215\n[exit 1] KeyError: 'east'" in stdout
+    assert "[exit 0] 215 from the shell" in stdout
+    [png] = (tmp_path / "out").glob("*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "timed out: the run exceeded its timeout of 5 s" in stdout
+    assert "[exit 0] 2 regions (state kept)" in stdout
+    assert "component: codebox.integrations.autogen.CodeboxCodeExecutor" in stdout
+    assert "loaded again, timeout 5.0" in stdout
+
+
+def check_openai_sandbox_agent(stdout: str, tmp_path: Path) -> None:
+    assert "<- 5 sales.csv" in stdout  # the manifest's file, in the box
+    assert "<- KeyError: 'revenu'" in stdout
+    # run_python's value, then the shell reading the file Python wrote
+    assert stdout.count("<- {'north': 255, 'south': 183}") == 2
+    assert "answer: North made 255 and south 183" in stdout
+
+
 CHECKS = {
     "file_conversion": check_file_conversion,
     "plot_dataset": check_plot_dataset,
@@ -107,6 +133,9 @@ CHECKS = {
     "streaming": check_streaming,
     "agent_loop": check_agent_loop,
     "shell_agent": check_shell_agent,
+    "smolagents_agent": check_smolagents_agent,
+    "autogen_executor": check_autogen_executor,
+    "openai_sandbox_agent": check_openai_sandbox_agent,
 }
 
 

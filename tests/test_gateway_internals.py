@@ -26,6 +26,9 @@ def params(func) -> list[str]:
 @pytest.mark.parametrize(("cls", "method", "expected"), [
     (ZMQChannelsWebsocketConnection, "connect", ["self"]),
     (ZMQChannelsWebsocketConnection, "_on_zmq_reply", ["self", "stream", "msg_list"]),
+    # Output bounded at the first hop (`_gateway_output`): every message from a kernel.
+    (ZMQChannelsWebsocketConnection, "handle_outgoing_message",
+     ["self", "stream", "outgoing_msg"]),
     (SeedingMappingKernelManager, "start_watching_activity", ["self", "kernel_id"]),
     (KernelGatewayApp, "init_configurables", ["self"]),
     (KernelGatewayApp, "init_webapp", ["self"]),
@@ -36,6 +39,10 @@ def params(func) -> list[str]:
     (KernelManager, "_async_launch_kernel", ["self", "kernel_cmd", "kw"]),
     (LocalProvisioner, "launch_kernel", ["self", "cmd", "kwargs"]),
     (KernelSpecManager, "_kernel_dirs_default", ["self"]),
+    # Templates' kernelspecs are found in template caches; their kernels' packages go with
+    # them.
+    (KernelSpecManager, "_find_spec_directory", ["self", "kernel_name"]),
+    (SeedingMappingKernelManager, "shutdown_kernel", ["self", "kernel_id", "now", "restart"]),
     # A message-mode interrupt is sent by the gateway itself, which waits for the reply.
     (MultiKernelManager, "interrupt_kernel", ["self", "kernel_id"]),
     (KernelManager, "_connect_control_socket", ["self"]),
@@ -75,6 +82,22 @@ def test_attributes_the_overrides_touch_exist():
         assert name in launch, name
     assert "_reconcile_connection_info(connection_info)" in inspect.getsource(
         KernelManager._async_launch_kernel)
+
+
+def test_what_the_output_bound_and_its_backpressure_touch_exists():
+    import zmq
+    from tornado.iostream import BaseIOStream, IOStream
+    from zmq.eventloop.zmqstream import ZMQStream
+
+    # Backpressure reads how much a websocket's stream has yet to write, and stops and
+    # resumes reading the kernel's ZMQ streams.
+    init = inspect.getsource(BaseIOStream.__init__)
+    assert "_total_write_index" in init and "_total_write_done_index" in init
+    assert params(IOStream.write) == ["self", "data"]
+    assert hasattr(ZMQStream, "stop_on_recv") and hasattr(ZMQStream, "on_recv_stream")
+    assert hasattr(zmq, "MAXMSGSIZE")
+    source = inspect.getsource(ZMQChannelsWebsocketConnection)
+    assert "self.session.feed_identities" in source and "self.channels" in source
 
 
 def test_a_message_mode_interrupt_is_sent_on_the_managers_control_socket():

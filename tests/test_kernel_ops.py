@@ -1,5 +1,5 @@
-"""The box operations, carried out by the real sync and async drivers over a scripted
-kernel instead of real I/O.
+"""The box operations, carried out by the engine's sync and async runners over a scripted
+kernel instead of real I/O (and the real Jupyter transports where they meet a socket).
 
 They cover what real kernels produce only slowly or rarely: an interrupt that does not
 take, a kernel that is dead for good, a connection that drops, a cancelled run.
@@ -13,12 +13,16 @@ from collections import deque
 
 import pytest
 
+from codebox import _engine as engine
 from codebox.errors import CodeBoxConnectionError, CodeBoxError, CodeBoxNotFoundError
-from codebox.local import _kernel_ops as ops
-from codebox.local._drivers import AsyncDriver, SyncDriver
+from codebox.local import _execution as execution
+from codebox.local import _kernel as kernel_ops
+from codebox.local import _lifecycle as lifecycle
+from codebox.local._dialect import DATA_MSG_TYPE
 from codebox.local._gateway import GatewayAddress
 from codebox.local._jupyter import encode_frame
-from codebox.local._snippets import DATA_MSG_TYPE
+from codebox.local._requests import Connect, Disconnect, Gateway, Http, Recv, ReleaseGateway, Send
+from codebox.local._transport import AsyncJupyterTransport, JupyterTransport
 
 
 def frame(msg_type: str, content: dict, parent: str | None, channel: str = "iopub") -> bytes:
@@ -46,9 +50,9 @@ class ScriptedKernel:
 
     def answer(self, req):
         self.requests.append(req)
-        if isinstance(req, ops.Gateway):
+        if isinstance(req, Gateway):
             return GatewayAddress("http://gateway.test", "t", 1)
-        if isinstance(req, ops.Http):
+        if isinstance(req, Http):
             if req.path == "/api/kernels":
                 self.kernels += 1
                 return 201, {"id": f"k{self.kernels}"}
@@ -56,7 +60,7 @@ class ScriptedKernel:
                 self.inbox.extend(self.on_interrupt())
                 return 204, None
             return 200, {}
-        if isinstance(req, ops.Send):
+        if isinstance(req, Send):
             header = json.loads(_part(req.frame, 1))
             content = json.loads(_part(req.frame, 4))
             msg_id = header["msg_id"]
@@ -67,42 +71,41 @@ class ScriptedKernel:
                 self.last_run = msg_id
                 self.inbox.extend(self.on_run(msg_id))
             return None
-        if isinstance(req, ops.Recv):
+        if isinstance(req, Recv):
             item = self.inbox.popleft() if self.inbox else None  # empty: the wait times out
             if isinstance(item, BaseException):
                 raise item
             return item
         return None
 
-    def drive(self, op, throw_at_recv: BaseException | None = None, flavour: str = "sync"):
-        """Carry ``op`` out with the real driver of ``flavour``, its I/O answered here."""
-        kernel = self
+    def drive(self, op, throw_at_recv: BaseException | None = None, flavour: str = "sync",
+              on_output=None):
+        """Carry ``op`` out with the engine's runner of ``flavour``, its I/O answered here."""
 
         def do(req):
             nonlocal throw_at_recv
-            if throw_at_recv is not None and isinstance(req, ops.Recv) and kernel.last_run:
+            if throw_at_recv is not None and isinstance(req, Recv) and self.last_run:
                 exc, throw_at_recv = throw_at_recv, None
                 raise exc
-            return kernel.answer(req)
-
-        class Sync(SyncDriver):
-            def _do(self, req):
-                return do(req)
-
-        class Async(AsyncDriver):
-            async def _do(self, req):
-                return do(req)
+            return self.answer(req)
 
         if flavour == "sync":
-            return Sync(lambda: None, lambda: None).run(op)
+            return engine.run(op, engine.ScriptedTransport(do), on_output)
 
         async def main():
-            return await Async(lambda: None, lambda: None).run(op)
+            return await engine.arun(op, engine.AsyncScriptedTransport(do), on_output)
 
         return asyncio.run(main())
 
     def paths(self) -> list[str]:
-        return [r.path for r in self.requests if isinstance(r, ops.Http)]
+        """The REST calls that act on a kernel, in order (``GET``s, the checks whether a
+        kernel still exists, left out: a box asks whenever its kernel sat unused a while)."""
+        return [r.path for r in self.requests if isinstance(r, Http) and r.method != "GET"]
+
+    def kinds(self) -> list[str]:
+        """The kinds of requests, in order (``GET`` checks left out, as in `paths`)."""
+        return [type(r).__name__ for r in self.requests
+                if not (isinstance(r, Http) and r.method == "GET")]
 
 
 def _part(raw: bytes, index: int) -> bytes:
@@ -111,15 +114,16 @@ def _part(raw: bytes, index: int) -> bytes:
     return raw[offsets[index]:offsets[index + 1]]
 
 
-CFG = ops.KernelConfig(interrupt_timeout=0.01)
+CFG = kernel_ops.KernelConfig(interrupt_timeout=0.01)
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_run_that_will_not_stop_gets_its_kernel_restarted(flavour):
     kernel = ScriptedKernel(on_run=lambda msg_id: [
         frame("stream", {"name": "stdout", "text": "partial\n"}, msg_id)])  # never finishes
-    st = ops.KernelState()
-    out = kernel.drive(ops.execute(st, CFG, "while True: pass", timeout=0.01), flavour=flavour)
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "while True: pass", timeout=0.01),
+                       flavour=flavour)
     assert out.error.name == "TimeoutError" and "restarted" in out.error.value
     assert out.stdout == "partial\n"
     assert kernel.paths()[-2:] == ["/api/kernels/k1/interrupt", "/api/kernels/k1/restart"]
@@ -136,7 +140,7 @@ def test_an_interrupt_that_takes_keeps_the_kernel():
                   runs[-1]),
             *finished(runs[-1], status="error", ename="KeyboardInterrupt", evalue=""),
         ])
-    out = kernel.drive(ops.execute(ops.KernelState(), CFG, "slow()", timeout=0.01))
+    out = kernel.drive(execution.execute(kernel_ops.KernelState(), CFG, "slow()", timeout=0.01))
     assert out.error.name == "TimeoutError" and "restarted" not in out.error.value
     assert [c.type for c in out.chunks] == ["stdout", "error"]  # the interrupt's error replaced
     assert not any(p.endswith("/restart") for p in kernel.paths())
@@ -145,22 +149,22 @@ def test_an_interrupt_that_takes_keeps_the_kernel():
 def test_a_kernel_dead_for_good_is_replaced_on_the_next_run():
     kernel = ScriptedKernel(on_run=lambda msg_id: [
         frame("status", {"execution_state": "dead"}, None)])
-    st = ops.KernelState()
-    out = kernel.drive(ops.execute(st, CFG, "boom()", timeout=None))
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "boom()", timeout=None))
     assert out.error.name == "KernelDiedError" and "new one" in out.error.value
     assert st.kernel_id is None
     kernel.on_run = lambda msg_id: [frame("execute_result", {"data": {"text/plain": "2"}},
                                           msg_id), *finished(msg_id)]
-    assert kernel.drive(ops.execute(st, CFG, "1+1", timeout=None)).content == "2"
+    assert kernel.drive(execution.execute(st, CFG, "1+1", timeout=None)).content == "2"
     assert st.kernel_id == "k2" and kernel.paths().count("/api/kernels") == 2
 
 
 def test_a_dropped_connection_to_a_live_kernel_says_the_kernel_lives_on():
     kernel = ScriptedKernel(on_run=lambda msg_id: [CodeBoxConnectionError("closed")])
-    st = ops.KernelState()
-    out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "x", timeout=None))
     assert out.error.name == "KernelDiedError" and "lives on" in out.error.value
-    kinds = [type(r).__name__ for r in kernel.requests]
+    kinds = kernel.kinds()
     assert kinds[kinds.index("Disconnect"):][:2] == ["Disconnect", "Connect"]  # it checked
     assert st.kernel_id == "k1" and not st.lost
 
@@ -168,18 +172,18 @@ def test_a_dropped_connection_to_a_live_kernel_says_the_kernel_lives_on():
 def test_a_dropped_connection_to_a_lost_kernel_starts_a_new_one_and_says_so():
     class Vanishing(ScriptedKernel):
         def answer(self, req):
-            if isinstance(req, ops.Connect) and self.last_run and req.kernel_id == "k1":
+            if isinstance(req, Connect) and self.last_run and req.kernel_id == "k1":
                 self.requests.append(req)
                 raise CodeBoxNotFoundError("kernel k1 is gone")
             return super().answer(req)
 
     kernel = Vanishing(on_run=lambda msg_id: [CodeBoxConnectionError("closed")])
-    st = ops.KernelState()
-    out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "x", timeout=None))
     assert "kernel is gone" in out.error.value and "new kernel" in out.error.value
     assert st.kernel_id == "k2" and not st.lost  # told once, not again on the next run
     kernel.on_run = lambda msg_id: finished(msg_id)
-    assert kernel.drive(ops.execute(st, CFG, "y", timeout=None)).error is None
+    assert kernel.drive(execution.execute(st, CFG, "y", timeout=None)).error is None
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
@@ -187,30 +191,30 @@ def test_a_dropped_connection_to_a_lost_kernel_starts_a_new_one_and_says_so():
 def test_a_cancelled_run_interrupts_the_kernel_and_reraises(exc, flavour):
     kernel = ScriptedKernel(on_run=lambda msg_id: [])
     with pytest.raises(type(exc)):
-        kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=None), throw_at_recv=exc,
-                     flavour=flavour)
+        kernel.drive(execution.execute(kernel_ops.KernelState(), CFG, "x", timeout=None),
+                     throw_at_recv=exc, flavour=flavour)
     assert kernel.paths()[-1] == "/api/kernels/k1/interrupt"
 
 
 def test_stop_releases_everything_even_for_a_kernel_already_gone():
     kernel = ScriptedKernel()
-    st = ops.KernelState()
-    kernel.drive(ops.start(st, CFG))
+    st = kernel_ops.KernelState()
+    kernel.drive(lifecycle.start(st, CFG))
     assert st.root == "/box" and st.status == "running"
-    assert kernel.drive(ops.stop(st, CFG, remove_root=False)) == "stopped"
-    assert any(isinstance(r, ops.ReleaseGateway) for r in kernel.requests)
+    assert kernel.drive(lifecycle.stop(st, CFG)) == "stopped"  # CFG.remove_root is False
+    assert any(isinstance(r, ReleaseGateway) for r in kernel.requests)
     assert kernel.paths()[-1] == "/api/kernels/k1" and st.kernel_id is None
 
 
 def test_deadlines_follow_the_injected_clock(monkeypatch):
-    monkeypatch.setattr(ops, "PROBE_INTERVAL", 60.0)  # no probe of the gateway in between
+    monkeypatch.setattr(kernel_ops, "PROBE_INTERVAL", 60.0)  # no probe of the gateway between
     now = [100.0]
-    monkeypatch.setattr(ops, "clock", lambda: now[0])
+    monkeypatch.setattr(kernel_ops, "clock", lambda: now[0])
     waits: list = []
 
     class Slow(ScriptedKernel):
         def answer(self, req):
-            if isinstance(req, ops.Recv) and self.last_run:
+            if isinstance(req, Recv) and self.last_run:
                 waits.append(req.timeout)
                 now[0] += 4.0  # each message takes 4 s of the run's 10
             return super().answer(req)
@@ -218,7 +222,7 @@ def test_deadlines_follow_the_injected_clock(monkeypatch):
     kernel = Slow(on_run=lambda msg_id: [
         *(frame("stream", {"name": "stdout", "text": f"{i}\n"}, msg_id) for i in range(2)),
         *finished(msg_id)])
-    out = kernel.drive(ops.execute(ops.KernelState(), CFG, "x", timeout=10))
+    out = kernel.drive(execution.execute(kernel_ops.KernelState(), CFG, "x", timeout=10))
     # Each wait is what is left of the run's 10 s on that clock, never below zero.
     assert waits == [10.0, 6.0, 2.0, 0.0]
     assert out.stdout == "0\n1\n"
@@ -227,7 +231,8 @@ def test_deadlines_follow_the_injected_clock(monkeypatch):
 def test_code_too_large_for_a_kernel_message_is_refused_before_any_request():
     kernel = ScriptedKernel()
     with pytest.raises(CodeBoxError, match="at most 10485760 bytes"):
-        kernel.drive(ops.execute(ops.KernelState(), CFG, "#" * ops.MAX_MESSAGE, timeout=None))
+        kernel.drive(execution.execute(kernel_ops.KernelState(), CFG,
+                                       "#" * execution.MAX_MESSAGE, timeout=None))
     assert kernel.requests == []
 
 
@@ -235,15 +240,15 @@ def test_a_silent_kernel_that_the_gateway_no_longer_has_ends_the_run_and_is_forg
         monkeypatch):
     class Deleted(ScriptedKernel):
         def answer(self, req):
-            if isinstance(req, ops.Http) and req.method == "GET":
+            if isinstance(req, Http) and req.method == "GET":
                 self.requests.append(req)
                 return 404, {"message": "Kernel does not exist"}
             return super().answer(req)
 
     kernel = Deleted(on_run=lambda msg_id: [])  # sent, and never a word back
-    st = ops.KernelState()
-    monkeypatch.setattr(ops, "PROBE_INTERVAL", 0.0)
-    out = kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+    st = kernel_ops.KernelState()
+    monkeypatch.setattr(kernel_ops, "PROBE_INTERVAL", 0.0)
+    out = kernel.drive(execution.execute(st, CFG, "x", timeout=None))
     assert out.error.name == "KernelDiedError" and "state is gone" in out.error.value
     assert st.kernel_id is None and not st.lost  # said now; the next run starts afresh
 
@@ -256,19 +261,19 @@ def test_a_silent_set_up_is_asked_again_on_a_new_connection(flavour, monkeypatch
         stranded = True
 
         def answer(self, req):
-            if isinstance(req, ops.Disconnect):
+            if isinstance(req, Disconnect):
                 self.stranded = False
-            if self.stranded and isinstance(req, ops.Send):
+            if self.stranded and isinstance(req, Send):
                 self.requests.append(req)
                 return None  # swallowed by the stranded connection
             return super().answer(req)
 
-    monkeypatch.setattr(ops, "SETUP_PATIENCE", 0.2)
+    monkeypatch.setattr(lifecycle, "SETUP_PATIENCE", 0.2)
     kernel = Stranded()
-    st = ops.KernelState()
-    out = kernel.drive(ops.execute(st, CFG, "1 + 1", timeout=None), flavour=flavour)
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "1 + 1", timeout=None), flavour=flavour)
     assert out.error is None and st.status == "running" and not st.needs_setup
-    kinds = [type(r).__name__ for r in kernel.requests]
+    kinds = kernel.kinds()
     assert kinds.count("Send") == 3  # the lost setup, the setup again, the run
     assert kinds.index("Disconnect") < len(kinds) - 1 - kinds[::-1].index("Connect")
 
@@ -290,29 +295,29 @@ def test_a_peer_that_resets_the_handshake_is_a_connection_error(flavour):
 
     server = threading.Thread(target=reset_one, daemon=True)
     server.start()
-    req = ops.Connect(GatewayAddress(f"http://127.0.0.1:{port}", "t"), "k1", 10)
+    req = Connect(GatewayAddress(f"http://127.0.0.1:{port}", "t"), "k1", 10)
     with listener, pytest.raises(CodeBoxConnectionError, match="cannot connect to kernel k1"):
         if flavour == "sync":
-            SyncDriver(lambda _: req.address, lambda: None)._connect(req)
+            JupyterTransport(lambda _: req.address, lambda: None).handle(req)
         else:
             async def connect() -> None:
-                await AsyncDriver(lambda _: req.address, lambda: None)._connect(req)
+                await AsyncJupyterTransport(lambda _: req.address, lambda: None).handle(req)
 
             asyncio.run(connect())
     server.join(10)
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-@pytest.mark.parametrize("req", [ops.Recv(1.0), ops.Send(b"frame")], ids=["recv", "send"])
+@pytest.mark.parametrize("req", [Recv(1.0), Send(b"frame")], ids=["recv", "send"])
 def test_a_websocket_closed_under_an_op_is_a_dropped_connection(flavour, req):
     # `stop` from another thread, or an abandoned stream, may close it between two steps.
     address = GatewayAddress("http://127.0.0.1:9", "t")
     with pytest.raises(CodeBoxConnectionError, match="connection was closed"):
         if flavour == "sync":
-            SyncDriver(lambda _: address, lambda: None)._do(req)
+            JupyterTransport(lambda _: address, lambda: None).handle(req)
         else:
             async def do() -> None:
-                await AsyncDriver(lambda _: address, lambda: None)._do(req)
+                await AsyncJupyterTransport(lambda _: address, lambda: None).handle(req)
 
             asyncio.run(do())
 
@@ -328,7 +333,7 @@ class Dying(ScriptedKernel):
         self.dead = False
 
     def answer(self, req):
-        if isinstance(req, ops.Gateway):
+        if isinstance(req, Gateway):
             self.requests.append(req)
             generation = 2 if req.refused is not None and self.replaced else 1
             return GatewayAddress(f"http://gateway-{generation}.test", "t", generation,
@@ -337,7 +342,7 @@ class Dying(ScriptedKernel):
                 and req.address.generation == 1:
             self.requests.append(req)
             raise CodeBoxConnectionError("cannot reach the gateway: connection refused")
-        if isinstance(req, ops.Http) and req.path == "/codebox/pool":
+        if isinstance(req, Http) and req.path == "/codebox/pool":
             self.requests.append(req)  # a warm kernel from the new gateway only
             return (200, {"id": "k2"}) if req.address.generation == 2 else (204, None)
         return super().answer(req)
@@ -346,55 +351,32 @@ class Dying(ScriptedKernel):
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_dying_gateway_that_refuses_is_replaced_and_the_run_says_state_is_gone(flavour):
     kernel = Dying()
-    st = ops.KernelState()
-    kernel.drive(ops.execute(st, CFG, "state = 1", timeout=None), flavour=flavour)
+    st = kernel_ops.KernelState()
+    kernel.drive(execution.execute(st, CFG, "state = 1", timeout=None), flavour=flavour)
     assert st.kernel_id == "k1"
     kernel.dead = True
-    out = kernel.drive(ops.execute(st, CFG, "state", timeout=None), flavour=flavour)
+    out = kernel.drive(execution.execute(st, CFG, "state", timeout=None), flavour=flavour)
     assert out.error.name == "KernelDiedError" and "did not run" in out.error.value
-    asked = [r.refused for r in kernel.requests if isinstance(r, ops.Gateway)]
+    asked = [r.refused for r in kernel.requests if isinstance(r, Gateway)]
     assert asked[-1] is not None and asked[-1].generation == 1  # replace that one
     assert st.kernel_id == "k2" and st.address.generation == 2
-    assert kernel.drive(ops.execute(st, CFG, "1", timeout=None), flavour=flavour).error is None
+    assert kernel.drive(execution.execute(st, CFG, "1", timeout=None),
+                        flavour=flavour).error is None
 
 
 def _run_after_its_gateway_died(kernel: Dying) -> None:
     """A run on a live gateway, then one after it died: that one must raise."""
-    st = ops.KernelState()
-    kernel.drive(ops.execute(st, CFG, "x = 1", timeout=None))
+    st = kernel_ops.KernelState()
+    kernel.drive(execution.execute(st, CFG, "x = 1", timeout=None))
     kernel.dead = True
     with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
-        kernel.drive(ops.execute(st, CFG, "x", timeout=None))
+        kernel.drive(execution.execute(st, CFG, "x", timeout=None))
 
 
 def test_a_gateway_given_by_url_that_refuses_is_an_error_not_a_replacement():
     kernel = Dying(pool=False)
     _run_after_its_gateway_died(kernel)
-    assert all(r.refused is None for r in kernel.requests if isinstance(r, ops.Gateway))
-
-
-def test_taking_a_lock_within_a_time_reports_exactly_whether_it_took_it():
-    # `stop()` takes an async box's lock from a thread, within a grace: a lock taken just
-    # as the grace ends must be reported taken (or it stays locked forever), and a lock
-    # reported not taken must not be taken later.
-    from codebox.local._box import _take
-
-    async def main() -> None:
-        for i in range(200):
-            lock = asyncio.Lock()
-            await lock.acquire()
-            released = asyncio.Event()
-
-            def release(lock=lock, released=released) -> None:
-                lock.release()
-                released.set()
-
-            asyncio.get_running_loop().call_later(0.001 * (i % 3), release)  # near the end
-            taken = await _take(lock, 0.001)
-            await asyncio.wait_for(released.wait(), 5)
-            assert lock.locked() == taken, i  # taken by us, or by nobody once released
-
-    asyncio.run(main())
+    assert all(r.refused is None for r in kernel.requests if isinstance(r, Gateway))
 
 
 def test_a_gateway_that_is_kept_after_a_failed_start_is_not_asked_twice():
@@ -402,5 +384,30 @@ def test_a_gateway_that_is_kept_after_a_failed_start_is_not_asked_twice():
     # (the first request may have started a kernel already).
     kernel = Dying(replaced=False)
     _run_after_its_gateway_died(kernel)
-    pools = [r for r in kernel.requests if isinstance(r, ops.Http) and r.path == "/codebox/pool"]
+    pools = [r for r in kernel.requests if isinstance(r, Http) and r.path == "/codebox/pool"]
     assert len(pools) == 2  # the first run's, and one for the second run: not retried
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_kernel_deleted_while_the_box_sat_idle_is_replaced_and_the_run_says_so(flavour):
+    # The gateway deleted (or culled) the kernel and left its websocket open: the box's next
+    # run asks the gateway first, and says once, as its output, that the state is gone.
+    class Deleted(ScriptedKernel):
+        deleted = False
+
+        def answer(self, req):
+            if self.deleted and isinstance(req, Http) and req.path == "/api/kernels/k1":
+                self.requests.append(req)
+                return 404, {"message": "Kernel does not exist"}
+            return super().answer(req)
+
+    kernel = Deleted()
+    st = kernel_ops.KernelState()
+    kernel.drive(execution.execute(st, CFG, "x = 1", timeout=None), flavour=flavour)
+    st.last_used = kernel_ops.clock() - 2 * CFG.check_after  # the box sat unused
+    kernel.deleted = True
+    out = kernel.drive(execution.execute(st, CFG, "x", timeout=None), flavour=flavour)
+    assert out.error.name == "KernelDiedError" and "did not run" in out.error.value
+    assert st.kernel_id == "k2" and not st.lost  # told now, and only now
+    assert kernel.drive(execution.execute(st, CFG, "1", timeout=None),
+                        flavour=flavour).error is None

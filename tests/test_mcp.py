@@ -8,10 +8,8 @@ import os
 import sys
 import uuid
 
-import pytest
-
-pytest.importorskip("mcp")
 import anyio
+import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 

@@ -1,4 +1,6 @@
-"""Unit tests of `codebox.remote._protocol`: requests, replies, errors, retries, header parsing.
+"""Unit tests of the REST protocol as the client speaks it (`codebox._protocol`,
+`codebox.remote`'s requests, replies, retries, header parsing) and of the argument checks
+every box shares (`codebox._checks`).
 
 Pure: no network, no httpx, no event loop.
 """
@@ -11,6 +13,8 @@ import uuid
 
 import pytest
 
+from codebox import _checks as checks
+from codebox import _protocol as protocol
 from codebox.errors import (
     CodeBoxAuthError,
     CodeBoxConnectionError,
@@ -29,7 +33,7 @@ from codebox.schema import CodeBoxFile, CodeBoxOutput, CodeBoxStatus, ExecError,
 CORE = replies.Capabilities()
 RICH = replies.Capabilities(
     version="1.0",
-    extensions=frozenset({replies.RICH_RUN, replies.STREAM, replies.INTERRUPT}),
+    extensions=frozenset({protocol.RICH_RUN, protocol.STREAM, protocol.INTERRUPT}),
     core_only=False,
 )
 EXTENDED_NO_RICH = replies.Capabilities(version="1.0", extensions=frozenset(), core_only=False)
@@ -119,19 +123,20 @@ def test_upload_request_is_one_multipart_part_named_file():
         ("héllo", "héllo".encode()),
     ],
 )
-def test_prepare_upload_converts_content(content, expected):
-    assert requests.prepare_upload("a//b.txt", content) == ("a/b.txt", expected)
+def test_upload_checks_convert_name_and_content(content, expected):
+    assert checks.check_file_name("a//b.txt") == "a/b.txt"
+    assert bytes(checks.check_content(content)) == expected
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "a\x00b", ""])
-def test_prepare_upload_rejects_bad_names(name):
+def test_upload_checks_reject_bad_names(name):
     with pytest.raises(CodeBoxError):
-        requests.prepare_upload(name, b"x")
+        checks.check_file_name(name)
 
 
-def test_prepare_upload_rejects_other_content():
+def test_upload_checks_reject_other_content():
     with pytest.raises(ValueError):
-        requests.prepare_upload("x.txt", 12)
+        checks.check_content(12)
 
 
 def test_download_request_sends_body_and_query():
@@ -171,7 +176,7 @@ def test_install_requests_core_one_per_package():
 def test_install_request_with_extensions_carries_package_names():
     (req,) = requests.install_requests("7", ("numpy", "pandas"), EXTENDED_NO_RICH, timeout=100.0)
     assert req.json == {"package_name": "numpy pandas", "package_names": ["numpy", "pandas"]}
-    assert req.timeout["read"] == 100.0
+    assert req.timeout["read"] == 100.0 + requests.RUN_TIMEOUT_MARGIN  # the server's answer too
 
 
 def test_install_status_is_the_servers_or_names_the_package():
@@ -186,7 +191,7 @@ def test_install_status_is_the_servers_or_names_the_package():
 @pytest.mark.parametrize("names", [(), ("",), ("  ",), (3,), ("--index-url=http://x",)])
 def test_check_package_names_rejects(names):
     with pytest.raises(ValueError):
-        requests.check_package_names(names)
+        checks.check_package_names(names)
 
 
 def test_session_requests_paths():
@@ -211,9 +216,9 @@ def test_restart_stop_interrupt_results():
 
 
 def test_require_names_the_operation():
-    replies.require(RICH, replies.INTERRUPT, "interrupt")
+    replies.require(RICH, protocol.INTERRUPT, "interrupt")
     with pytest.raises(CodeBoxError, match="does not support interrupt"):
-        replies.require(CORE, replies.INTERRUPT, "interrupt")
+        replies.require(CORE, protocol.INTERRUPT, "interrupt")
 
 
 # -- replies --------------------------------------------------------------------------
@@ -453,6 +458,35 @@ def test_stream_state_without_end_is_a_connection_error():
         state.result()
 
 
+def test_stream_state_keeps_bundles_and_display_ids():
+    state = ndjson.StreamState()
+    bundle = {"image/png": "iVBO", "text/plain": "<Figure>"}
+    lines = [json.dumps({"type": "image/png", "content": "iVBO", "data": bundle,
+                         "display_id": "d1"}),
+             json.dumps({"type": "text", "content": "x", "data": "junk", "display_id": 3}),
+             json.dumps({"type": "stdout", "content": "y"})]  # a server without `bundles`
+    first, junk, plain = map(state.feed, lines)
+    assert (first.data, first.display_id) == (bundle, "d1")
+    assert (junk.data, junk.display_id) == (None, None)
+    assert (plain.data, plain.display_id) == (None, None)
+
+
+def test_stream_state_end_without_output_folds_the_chunks():
+    state = ndjson.StreamState()
+    for item in [{"type": "stdout", "content": "0\n"}, {"type": "clear_output", "content": ""},
+                 {"type": "stdout", "content": "1\n"}, {"type": "end"}]:
+        state.feed(json.dumps(item))
+    assert state.result().stdout == "1\n" and len(state.result().chunks) == 1
+
+
+def test_parse_run_rich_keeps_bundles():
+    chunk = {"type": "text", "content": "   a\n0  1", "display_id": "d",
+             "data": {"text/plain": "   a\n0  1", "text/html": "<table/>"}}
+    body = {"type": "text", "content": chunk["content"], "chunks": [chunk]}
+    out = replies.parse_run(body, rich=True)
+    assert out.chunks[0].data == chunk["data"] and out.chunks[0].display_id == "d"
+
+
 @pytest.mark.parametrize("line", ["not json", "[1]", '{"content": "x"}'])
 def test_stream_state_rejects_bad_lines(line):
     with pytest.raises(CodeBoxError):
@@ -581,6 +615,6 @@ def test_retry_after_is_honoured_and_capped():
 def test_install_without_a_timeout_waits_for_the_servers_own_limit():
     caps = replies.Capabilities(version="1", extensions=frozenset())
     (req,) = requests.install_requests("7", ("pandas",), caps)
-    assert req.timeout["read"] >= requests.INSTALL_TIMEOUT  # not the default request timeout
+    assert req.timeout["read"] is None  # not the default request timeout
     (given,) = requests.install_requests("7", ("pandas",), caps, timeout=5.0)
-    assert given.timeout["read"] == 5.0
+    assert given.timeout["read"] == 5.0 + requests.RUN_TIMEOUT_MARGIN

@@ -1,5 +1,6 @@
-"""The REST client's core without a server process: the real `CodeBox` twins and drivers
-over an in-memory server (``httpx.MockTransport``), in both flavours.
+"""The REST client's core without a server process: the real `CodeBox` twins and transports
+over an in-memory server (``httpx.MockTransport``), and its operations over the engine's
+scripted transport, in both flavours.
 
 Covers what lives between the pure protocol and the wire: one session however many
 threads or tasks race the first call, retries (streams included) bounded by a deadline
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,9 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox
+from codebox import CodeBox, CodeBoxError, CodeBoxSettings, LocalBox, _core
+from codebox import _engine as engine
 from codebox.errors import CodeBoxNotFoundError, CodeBoxServerError
-from codebox.remote import _drivers, _ops
+from codebox.remote import _ops, _transport
+from codebox.remote._replies import Reply
 from codebox.remote._requests import start_request
 from codebox.remote._retry import RetryPolicy
 from codebox.schema import OutputChunk
@@ -152,8 +156,8 @@ def sleeps(monkeypatch):
     async def asleep(delay: float) -> None:
         delays.append(delay)
 
-    monkeypatch.setattr(_drivers, "_sleep", delays.append)
-    monkeypatch.setattr(_drivers, "_asleep", asleep)
+    monkeypatch.setattr(_transport, "_sleep", delays.append)
+    monkeypatch.setattr(_transport, "_asleep", asleep)
     return delays
 
 
@@ -165,7 +169,7 @@ def flavour(request):
 def make_box(server: FakeServer, **kwargs) -> CodeBox:
     box = CodeBox(api_key=KEY, base_url=BASE, settings=CodeBoxSettings(max_retries=3), **kwargs)
     assert isinstance(box, CodeBox)
-    box._transport = Transport(server)
+    box._http_transport = Transport(server)
     return box
 
 
@@ -226,9 +230,9 @@ def test_retries_stop_at_the_deadline_on_the_injected_clock(server, sleeps, flav
     server.start_status, server.start_headers = 503, {"Retry-After": "6"}
     box = make_box(server)
     box._state.retry = RetryPolicy(max_retries=10, deadline=10.0, monotonic=lambda: now[0])
-    box._sync = _drivers.SyncDriver(box._new_client, 5.0, sleep=fake_sleep)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_drivers, "_asleep", fake_asleep)
+        mp.setattr(_transport, "_sleep", fake_sleep)
+        mp.setattr(_transport, "_asleep", fake_asleep)
         with pytest.raises(CodeBoxServerError, match="busy"):
             call(box, flavour, "start")
     # Retry 1 starts at 6 s; retry 2 would start at 12 s, past the 10 s deadline.
@@ -244,31 +248,54 @@ def test_a_stream_is_retried_when_the_connection_failed_before_sending(server, s
     assert len(sleeps) == 1 and server.calls.count("POST /codebox/7/run/stream") == 1
 
 
-def test_a_stream_is_not_resent_once_sent(server):
-    box = make_box(server, session_id=7)
-    state = _ops.ClientState(started=True, session_id="7")
-    reqs = []
-    op = _ops.run(state, "x", None, streaming=True)
-    req = next(op)  # capabilities
-    assert isinstance(req, _ops.Send)
-    req = op.send(_drivers._reply(httpx.Response(200, json=CAPS), json.dumps(CAPS).encode()))
-    assert isinstance(req, _ops.Open) and req.request.stream
-    reqs.append(req)
-    sent_failure = _ops.SendFailed(CodeBoxServerError("read failed"), unsent=False)
+def run_op(op, handler, flavour):
+    """Carry ``op`` out with the engine's runner of ``flavour``, ``handler`` answering."""
+    if flavour == "sync":
+        return engine.run(op, engine.ScriptedTransport(handler))
+
+    async def main():
+        return await engine.arun(op, engine.AsyncScriptedTransport(handler))
+
+    return asyncio.run(main())
+
+
+def test_a_stream_is_not_resent_once_sent(flavour):
+    state = _ops.ClientState(started=True, session_id="7",
+                             retry=RetryPolicy(max_retries=3, rand=lambda: 0.0))
+
+    requests = []
+
+    def handler(req):
+        requests.append(req)
+        if isinstance(req, _ops.Send):  # capabilities
+            return Reply(200, {}, json.dumps(CAPS).encode())
+        if isinstance(req, _ops.Open):
+            assert req.request.stream and req.request.path == "/codebox/7/run/stream"
+            raise _ops.SendFailed(CodeBoxServerError("read failed"), unsent=False)
+        return None
+
     with pytest.raises(CodeBoxServerError, match="read failed"):
-        op.throw(sent_failure)
-    assert box.session_id == "7"
+        run_op(_ops.run(state, "x", None, streaming=True), handler, flavour)
+    kinds = [type(r).__name__ for r in requests]
+    assert kinds == ["Send", "Open"]  # one attempt: no Sleep, no second Open
+    assert state.session_id == "7"
 
 
-def test_the_retry_loop_is_the_same_for_every_request():
+def test_the_retry_loop_is_the_same_for_every_request(flavour):
     state = _ops.ClientState(retry=RetryPolicy(max_retries=1, rand=lambda: 0.0))
-    op = _ops.call(state, start_request())
-    assert isinstance(next(op), _ops.Send)
-    failure = _ops.SendFailed(CodeBoxError("refused"), unsent=True)
-    assert op.throw(failure) == _ops.Sleep(0.25)
-    assert isinstance(op.send(None), _ops.Send)
+
+    requests = []
+
+    def handler(req):
+        requests.append(req)
+        if isinstance(req, _ops.Send):
+            raise _ops.SendFailed(CodeBoxError("refused"), unsent=True)
+        return None
+
     with pytest.raises(CodeBoxError, match="refused"):
-        op.throw(failure)
+        run_op(_ops.call(state, start_request()), handler, flavour)
+    assert [type(r).__name__ for r in requests] == ["Send", "Sleep", "Send"]
+    assert requests[1] == _ops.Sleep(0.25) and requests[0] == requests[2]
 
 
 # -- streams that fail mid-run -----------------------------------------------------------
@@ -340,13 +367,31 @@ def test_leaving_a_with_block_closes_the_stream_and_interrupts(server, flavour):
     assert server.calls[-1] == "POST /codebox/7/interrupt"
 
 
-def test_stop_settles_an_abandoned_stream(server):
+@pytest.fixture
+def quick_stop(monkeypatch):
+    """`stop` gives an operation that does not let go a fraction of a second, not 20 s."""
+    monkeypatch.setattr(_core, "STOP_DEADLINE", 0.2)
+    monkeypatch.setattr(CodeBox, "_stop_grace", lambda self: 0.2)
+
+
+def test_stop_settles_an_abandoned_stream(server, quick_stop):
     server.stream_lines = None
     box = make_box(server, session_id=7)
     stream = box.stream("loop")
     next(stream)
     assert box.stop() == "stopped"
     assert server.calls[-2:] == ["POST /codebox/7/interrupt", "POST /codebox/7/stop"]
+
+
+def test_stop_closes_its_callers_unread_stream_at_once(server, quick_stop, caplog):
+    server.stream_lines = None
+    box = make_box(server, session_id=7)
+    stream = box.stream("loop")
+    next(stream)
+    with caplog.at_level(logging.WARNING, logger="codebox._core"):
+        assert box.stop() == "stopped"
+    assert "did not let go" not in caplog.text  # the stream was closed, not overrun
+    assert server.streams_closed == 1  # the answer is closed when stop returns
 
 
 # -- what a key imports, what no key gives ------------------------------------------------
@@ -366,7 +411,7 @@ def handle(request):
     return httpx.Response(200, json={"type": "text", "content": "2"})
 
 box = CodeBox(api_key="k", base_url="http://api.test")
-box._transport = httpx.MockTransport(handle)
+box._http_transport = httpx.MockTransport(handle)
 assert box.run("1 + 1").content == "2"
 assert list(box.stream("1 + 1"))[0].content == "2"
 assert asyncio.run(box.arun("1 + 1")).content == "2"

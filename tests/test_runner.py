@@ -133,3 +133,18 @@ def test_transfer_specs():
     for bad in [":x"]:
         with pytest.raises(ValueError):
             parse_download(bad)
+
+
+def test_a_display_prints_its_text_and_a_clear_prints_nothing(tmp_path):
+    script = tmp_path / "show.py"
+    script.write_text(
+        "from IPython.display import HTML, clear_output, display\n"
+        "display({'text/html': '<b>x</b>', 'text/plain': 'alt of x'}, raw=True)\n"
+        "display(HTML('<i>placeholder only</i>'))\n"
+        "print('before', flush=True)\nclear_output()\nprint('after')\n"
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert run_script(script, stdout=out, stderr=err) == EXIT_OK, err.getvalue()
+    # What was printed stays printed: a terminal cannot take it back.
+    assert out.getvalue() == "alt of x\nbefore\nafter\n"
+    assert err.getvalue() == "[text/html output not shown: 23 characters]\n"

@@ -16,9 +16,10 @@ from codebox.server import ServerSettings
 
 def _argv(policy=None, **kw):
     return _sandbox.bwrap_argv(
-        "/usr/bin/bwrap", _sandbox.normalize(policy), kernel_argv=["/py/bin/python", "-m", "k"],
-        work_dir="/box/work", home="/box/home", ipc_dir="/box/ipc",
-        connection_file="/rt/kernel-1.json", env={"PATH": "/usr/bin"}, python=["/py"], **kw)
+        "/usr/bin/bwrap", _sandbox.normalize(policy), program=["/py/bin/python", "-m", "k"],
+        cwd="/box/work", env={"PATH": "/usr/bin"},
+        writable=["/box/work", "/box/home", "/box/ipc"],
+        files={_sandbox.CONNECTION_INSIDE: "/rt/kernel-1.json"}, python=["/py"], **kw)
 
 
 def _pairs(argv, flag):
@@ -47,11 +48,14 @@ def test_the_command_line_shares_nothing_it_does_not_name():
     assert "'NPROC': 256" in tail[4] and f"'FSIZE': {2048 * 1024 * 1024}" in tail[4]
 
 
-def test_the_network_and_paths_are_shared_only_when_granted():
-    argv = _argv({"network": True, "read_only_paths": ["/data"]})
-    assert "--share-net" in argv and "/data" in _pairs(argv, "--ro-bind-try")
-    assert "/etc/resolv.conf" in _pairs(argv, "--ro-bind-try") or not Path(
-        "/etc/resolv.conf").exists()
+def test_paths_are_shared_only_when_granted_and_the_network_never():
+    argv = _argv({"network": True, "read_only_paths": ["/data"]}, hosts_file="/box/hosts",
+                 net_dir="/box/net")
+    assert "/data" in _pairs(argv, "--ro-bind-try")
+    assert "--share-net" not in argv and "/etc/resolv.conf" not in argv
+    hosts = argv.index("/box/hosts")
+    assert argv[hosts - 1:hosts + 2] == ["--ro-bind", "/box/hosts", "/etc/hosts"]
+    assert "/box/net" in _pairs(argv, "--ro-bind") and "/box/net" not in _pairs(argv, "--bind")
     unlimited = _argv({"memory_mb": None, "max_processes": None, "disk_mb": None})
     assert "--size" not in unlimited and "'AS'" not in unlimited[-4]
 
@@ -62,6 +66,47 @@ def test_the_network_and_paths_are_shared_only_when_granted():
 def test_a_bad_policy_is_refused(bad):
     with pytest.raises((ValueError, TypeError)):
         _sandbox.normalize(bad)
+
+
+def test_a_launch_with_egress_runs_the_kernel_behind_the_forwarder(tmp_path):
+    box = tmp_path / "box"
+    box.mkdir()
+    for network, egress in ((False, False), (["pypi.org:443"], True), (True, True)):
+        policy = _sandbox.normalize({"network": network})
+        dirs = _sandbox.box_dirs(box, policy)
+        launch = _sandbox.prepare_launch(
+            "/usr/bin/bwrap", policy, box_dir=box, dirs=dirs,
+            kernel_argv=["/py/bin/python", "-m", "ipykernel_launcher", "-f", "/rt/k.json"],
+            info={"key": b"k", "ip": dirs["gw"] + "/k", "shell_port": 1, "iopub_port": 2,
+                  "stdin_port": 3, "hb_port": 4, "control_port": 5},
+            connection_file="/rt/k.json", cgroup_name="codebox-test-never-made")
+        # bwrap's options are in a file (its pid 1 shows no host path), then the command.
+        options = [o.decode() for o in (box / "bwrap.args").read_bytes().split(b"\0") if o]
+        argv = [*options, *launch.cmd[launch.cmd.index("--"):]]
+        assert "--share-net" not in argv and (box / "hosts").read_text().startswith(
+            "127.0.0.1\tlocalhost")
+        tail = argv[argv.index("--") + 1:]
+        assert (dirs["net"] in _pairs(argv, "--ro-bind")) is egress
+        assert ("HTTPS_PROXY" in argv) is egress and ("no_proxy" in argv) is egress
+        if egress:
+            assert "http://127.0.0.1:3128" in argv and "localhost,127.0.0.1,::1" in argv
+            sock = tail.index(dirs["net"] + "/proxy.sock")
+            assert tail[sock + 1:sock + 3] == ["3128", "--"]
+        assert tail[-5:] == ["/py/bin/python", "-m", "ipykernel_launcher", "-f",
+                             _sandbox.CONNECTION_INSIDE]
+        launch.cgroups.remove()
+
+
+def test_a_request_may_narrow_the_network_of_an_untrusting_kernelspec_not_widen_it():
+    base = {"network": ["*.example.org", "10.0.0.0/8"]}
+    ok = _sandbox.requested_policy(base, json.dumps({"network": ["a.example.org:443"]}),
+                                   trusted=False)
+    assert ok["network"] == ["a.example.org:443"]
+    for wider in (True, ["example.org"], ["0.0.0.0/0"], ["host.codebox.internal"]):
+        with pytest.raises(PermissionError, match="no network beyond"):
+            _sandbox.requested_policy(base, json.dumps({"network": wider}), trusted=False)
+    with pytest.raises(ValueError, match="not a host name"):
+        _sandbox.requested_policy(base, json.dumps({"network": ["bad entry"]}), trusted=True)
 
 
 def test_policy_keys_are_canonical():
@@ -98,7 +143,11 @@ def test_settings_read_the_policy(monkeypatch):
 
 
 def test_the_server_sandboxes_unless_told_otherwise(tmp_path):
-    assert ServerSettings(api_keys=["k"]).sandbox_policy() == Sandbox()
+    from codebox._limits import OUTPUT_LIMIT
+
+    policy = ServerSettings(api_keys=["k"]).sandbox_policy()
+    assert policy.model_dump() == {**Sandbox().model_dump(), "output_limit": OUTPUT_LIMIT}
+    assert policy.policy()["own_work_dir"]  # its sessions' directories are the server's
     assert ServerSettings(api_keys=["k"], sandbox=False).sandbox_policy() is None
     # Another gateway's kernels are that gateway's business, unless asked for.
     assert ServerSettings(api_keys=["k"], gateway_url="http://g").sandbox_policy() is None
@@ -134,3 +183,70 @@ def test_serve_reads_keys_from_a_file_and_names_an_unreadable_one(tmp_path):
 
     result = CliRunner().invoke(main, ["serve", "--api-key-file", str(tmp_path / "none")])
     assert result.exit_code == 2 and "cannot read the API key file" in result.output
+
+
+@pytest.mark.parametrize("text, network", [
+    ("true", True), ("false", False), ("", False),
+    ("pypi.org, *.example.com:443", ["pypi.org", "*.example.com:443"]),
+    ('["10.0.0.0/8", "host.codebox.internal:8080"]', ["10.0.0.0/8", "host.codebox.internal:8080"]),
+])
+def test_the_network_reads_from_settings_as_bool_json_or_commas(monkeypatch, text, network):
+    monkeypatch.setenv("CODEBOX_SERVER_SANDBOX_NETWORK", text)
+    assert ServerSettings(api_keys=["k"]).sandbox_policy().network == network
+    monkeypatch.setenv("CODEBOX_SANDBOX", "true")
+    monkeypatch.setenv("CODEBOX_SANDBOX_NETWORK", text)
+    assert CodeBoxSettings().sandbox == Sandbox(network=network)
+    monkeypatch.setenv("CODEBOX_SANDBOX", "false")  # no sandbox stays none
+    assert CodeBoxSettings().sandbox is False
+
+
+def test_a_bad_network_setting_is_refused_with_the_entry():
+    for bad in ("pypi.org,not a host", "[1, 2]", "[not json"):
+        with pytest.raises(ValidationError):
+            ServerSettings(api_keys=["k"], sandbox_network=bad)
+
+
+def test_serve_and_mcp_take_the_network_forms(monkeypatch):
+    from click.testing import CliRunner
+
+    import codebox.integrations.mcp
+    import codebox.server
+    from codebox.cli import main
+
+    seen = {}
+    monkeypatch.setattr(codebox.server, "serve",
+                        lambda settings, **kw: seen.update(policy=settings.sandbox_policy()) or 0)
+    for args, network in ((["--sandbox-network"], True), (["--no-sandbox-network"], False),
+                          (["--sandbox-network", "a.example,10.0.0.0/8"],
+                           ["a.example", "10.0.0.0/8"]), ([], False)):
+        result = CliRunner().invoke(main, ["serve", "--api-key", "k", *args])
+        assert result.exit_code == 0, result.output
+        assert seen["policy"].network == network
+    result = CliRunner().invoke(main, ["serve", "--api-key", "k", "--sandbox-network", "a b"])
+    assert result.exit_code == 2 and "'a b' is not a host name" in result.output
+    monkeypatch.setattr(codebox.integrations.mcp, "serve_stdio",
+                        lambda settings: seen.update(mcp=settings.sandbox))
+    result = CliRunner().invoke(main, ["mcp", "--sandbox-network", "pypi.org"])
+    assert result.exit_code == 0, result.output
+    assert seen["mcp"] == Sandbox(network=["pypi.org"])
+    result = CliRunner().invoke(main, ["mcp", "--sandbox-network", "127.0.0.1"])
+    assert result.exit_code == 2 and "loopback is never reachable" in result.output
+def test_the_servers_defaults_fit_the_machines_memory():
+    from codebox.server.settings import MOST_SESSIONS_PER_KEY, sessions_that_fit
+
+    assert sessions_that_fit(2048, machine_mb=24_000) == 8  # 80 % less 1 GiB, in 2 GiB
+    assert sessions_that_fit(2048, machine_mb=4_000) == 1  # at least one
+    assert sessions_that_fit(512, machine_mb=512_000) == MOST_SESSIONS_PER_KEY
+    assert sessions_that_fit(None, machine_mb=1_000) == MOST_SESSIONS_PER_KEY
+    settings = ServerSettings(api_keys=["k"])
+    machine = sessions_that_fit(settings.sandbox_memory_mb)
+    assert settings.max_sessions_per_key == machine
+    assert settings.max_sessions_per_key * settings.sandbox_memory_mb <= max(
+        2048, (_memory_mb() or 0))
+    assert ServerSettings(api_keys=["k"], max_sessions_per_key=3).max_sessions_per_key == 3
+
+
+def _memory_mb():
+    from codebox.server.settings import machine_memory_mb
+
+    return machine_memory_mb()

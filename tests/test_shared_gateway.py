@@ -20,7 +20,11 @@ class FakeProcess:
         self.token = "t"
         self.running = True
         self.refusing = False
+        self.template_roots: list[str] = []
         self.started.append(self)
+
+    def know_templates(self, root: str) -> None:
+        self.template_roots.append(root)
 
     def alive(self) -> bool:
         return self.running
@@ -75,3 +79,10 @@ def test_refuses_tells_a_closed_port_from_a_listening_one():
         probe.port = listening.getsockname()[1]
         assert not probe.refuses()
     assert probe.refuses()  # closed now: nothing listens there
+
+
+def test_the_gateway_finds_the_templates_of_every_users_cache(shared, tmp_path):
+    shared.acquire(CodeBoxSettings(sandbox=False, cache_dir=tmp_path / "one"))
+    shared.acquire(CodeBoxSettings(sandbox=False, cache_dir=tmp_path / "two"))
+    assert FakeProcess.started[0].template_roots == [str(tmp_path / "one" / "templates"),
+                                                     str(tmp_path / "two" / "templates")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -207,6 +208,48 @@ def test_format_output_images_limit_truncation_timeout_and_silence():
     assert format_output(output())[0] == "[the code ran and printed nothing]"
 
 
+def test_images_come_with_their_alt_text():
+    figure = OutputChunk(type="image/png", content=PNG, data={
+        "image/png": PNG, "text/plain": "<Figure size 640x480 with 1 Axes>"})
+    photo = OutputChunk(type="image/jpeg", content=PNG, data={
+        "image/jpeg": PNG, "text/plain": ["<PIL.Image.Image image ", "mode=RGB size=10x10>"]})
+    svg = OutputChunk(type="image/svg+xml", content="<svg/>", data={
+        "image/svg+xml": "<svg/>", "text/plain": "<Diagram>"})
+    bare = OutputChunk(type="image/png", content=PNG)  # a box that keeps no bundle
+    text, images = format_output(CodeBoxOutput.from_chunks([figure, photo, svg, bare]),
+                                 max_images=2)
+    assert text.splitlines() == [
+        "[image 1: PNG, attached: <Figure size 640x480 with 1 Axes>]",
+        "[image 2: JPEG, attached: <PIL.Image.Image image mode=RGB size=10x10>]",
+        "[image/svg+xml output, 6 characters: <Diagram>]",
+        "[image 3: PNG, not attached (limit)]",
+    ]
+    assert [(i.media_type, i.alt_text) for i in images] == [
+        ("image/png", "<Figure size 640x480 with 1 Axes>"),
+        ("image/jpeg", "<PIL.Image.Image image mode=RGB size=10x10>")]
+    huge = OutputChunk(type="image/png", content=PNG, data={"text/plain": "x" * 10_000})
+    assert len(format_output(CodeBoxOutput.from_chunks([huge]))[1][0].alt_text) <= 300
+
+
+def test_every_shape_of_a_tool_is_made_from_its_one_record():
+    from pydantic import ValidationError
+
+    for name, spec in TOOLS.items():
+        schema = spec.input_model.model_json_schema()
+        assert spec.input_model.__name__ == name.title().replace("_", "") + "Input"
+        assert set(schema["properties"]) == set(spec.parameters["properties"])
+        assert set(schema.get("required", [])) == set(spec.parameters["required"])
+        for key, prop in spec.parameters["properties"].items():
+            assert schema["properties"][key]["description"] == prop["description"]
+        assert spec.prepare is not None and spec.present is not None
+    upload = TOOLS["upload_file"].input_model
+    assert upload(file_name="a", content="b").encoding == "text"  # the schema's default
+    with pytest.raises(ValidationError):
+        upload(file_name="a", content="b", encoding="rot13")
+    with pytest.raises(ValidationError):
+        TOOLS["install_packages"].input_model(package_names="pandas")
+
+
 def test_files_are_shown_as_text_image_or_described():
     text, images = format_file(CodeBoxFile(name="a.csv", content=b"x,y\n1,2\n"))
     assert text == "a.csv (8 bytes):\nx,y\n1,2\n" and not images
@@ -299,7 +342,8 @@ def test_real_calls_sync(box):
             "function": {"name": "run_python", "arguments": json.dumps({"code": PLOT_AND_FAIL})}}
     result = execute_tool_call(box, call, format="openai")
     assert result.is_error and result.tool_call_id == "call_9"
-    assert result.text.startswith("drawing\n[image 1: PNG, attached]")
+    assert re.match(r"drawing\n\[image 1: PNG, attached(: <Figure size \d+x\d+ with 1 Axes>)?\]\n",
+                    result.text)
     assert "raise RuntimeError('after the plot')" in result.text
     assert result.text.endswith("RuntimeError: after the plot")
     assert base64.b64decode(result.images[0].data)[:8] == b"\x89PNG\r\n\x1a\n"

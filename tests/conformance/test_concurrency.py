@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -28,22 +28,32 @@ def test_two_boxes_run_at_the_same_time(make_box):
     a, b = make_box(), make_box()
     a.run("me = 'a'")
     b.run("me = 'b'")
-    with socket.socket() as probe:  # a free port; sandboxed boxes share no files, only a network
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # `a` can only finish if `b` runs while `a` is still running: `b` opens the port.
-    wait = ("import socket, time\ndeadline = time.monotonic() + 20\nseen = False\n"
-            "while not seen and time.monotonic() < deadline:\n"
-            "    try:\n"
-            f"        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
-            "        seen = True\n"
-            "    except OSError:\n"
-            "        time.sleep(0.01)\n"
-            "print(me, seen)")
-    touch = f"import socket\n_door = socket.create_server(('127.0.0.1', {port}))\nprint(me)"
-    out_a, out_b = _together(a, [(a, wait), (b, touch)])
-    assert (out_a.stdout, out_b.stdout) == ("a True\n", "b\n")
-    b.run("_door.close()")
+    # `a` runs until it is interrupted; `b` runs to its end meanwhile, then `a` is
+    # interrupted (sandboxed boxes share no files and no network: an interrupt reaches all).
+    wait = ("import time\nprint(me, 'waits', flush=True)\ntry:\n    time.sleep(20)\n"
+            "    print(me, False)\nexcept KeyboardInterrupt:\n    print(me, True)")
+    touch = "print(me)"
+    if a.kind == "sync":
+        started = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(a.box.run, wait, timeout=30,
+                                  on_output=lambda chunk: started.set())
+            assert started.wait(30)
+            out_b = b.box.run(touch)
+            a.box.interrupt()
+            out_a = running.result()
+    else:
+        async def main():
+            started = asyncio.Event()
+            running = asyncio.ensure_future(
+                a.box.arun(wait, timeout=30, on_output=lambda chunk: started.set()))
+            await asyncio.wait_for(started.wait(), 30)
+            out_b = await b.box.arun(touch)
+            await a.box.ainterrupt()
+            return await running, out_b
+
+        out_a, out_b = a.wait(main())
+    assert (out_a.stdout, out_b.stdout) == ("a waits\na True\n", "b\n")
 
 
 def test_runs_on_one_box_are_serialised(make_box):

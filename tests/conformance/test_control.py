@@ -75,6 +75,19 @@ def test_a_kernel_that_dies_mid_run_is_an_error_and_the_next_run_works(fresh_box
     assert fresh_box.run("open('marker.txt').read()").content == "'m'"
 
 
+def test_a_run_whose_kernel_dies_at_once_says_it_had_started(fresh_box):
+    # The death takes the kernel's first output with it: the box finds out from the
+    # restarted kernel, and the stream ends with the same closing chunk as the run.
+    fresh_box.run("import os")
+    out = fresh_box.run("os._exit(1)", timeout=30)
+    assert out.error.name == "KernelDiedError", out.error
+    assert "while running this code" in out.error.value, out.error
+    fresh_box.run("import os")
+    chunks = fresh_box.stream("os._exit(1)", timeout=30)
+    assert chunks[-1].type == "error" and chunks[-1].content.startswith("KernelDiedError")
+    assert "while running this code" in chunks[-1].content
+
+
 def test_a_kernel_killed_between_runs_is_replaced(fresh_box):
     fresh_box.run("gone = 1")
     pid = kernel_host_pid(lambda code: fresh_box.run(code).content)

@@ -3,7 +3,7 @@ each of them."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -23,7 +23,7 @@ def test_make_dir_info_and_exists(box):
     box.upload("ops/file.txt", b"12345")
     info = box.file_info("ops/file.txt")
     assert (info.name, info.size, info.is_dir, info.content) == ("ops/file.txt", 5, False, None)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert info.modified is not None and info.modified.tzinfo is not None
     assert abs(info.modified - now) < timedelta(minutes=5)
     folder = box.file_info("ops/deep")

@@ -4,9 +4,11 @@ streaming while the code runs."""
 from __future__ import annotations
 
 import base64
-import socket
+import threading
 
 import pytest
+
+from codebox.schema import CLEAR_OUTPUT, fold_chunks
 
 pytestmark = pytest.mark.integration
 
@@ -61,30 +63,23 @@ def test_code_or_file_path(box, tmp_path):
 
 def test_chunks_arrive_while_the_code_runs(box):
     # The code goes on only once the caller has seen its first output (or gives up): the
-    # caller then opens a port (sandboxed boxes share no files with it, only a network).
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = ("import socket, time\nprint('first', flush=True)\ndeadline = time.monotonic() + 20\n"
-            "seen = False\nwhile not seen and time.monotonic() < deadline:\n"
-            "    try:\n"
-            f"        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
-            "        seen = True\n"
-            "    except OSError:\n"
-            "        time.sleep(0.01)\n"
-            "print('second', seen)")
-    seen, door = [], []
+    # caller then interrupts it, from a thread of its own (a sandboxed box shares no files
+    # and no network with the caller; an interrupt reaches every box).
+    code = ("import time\nprint('first', flush=True)\ntry:\n    time.sleep(20)\n"
+            "    print('second', False)\nexcept KeyboardInterrupt:\n    print('second', True)")
+    seen: list = []
+    knock = threading.Thread(target=box.box.interrupt)
 
     def on_output(chunk):
         seen.append(chunk)
-        if not door:
-            door.append(socket.create_server(("127.0.0.1", port)))
+        if not knock.is_alive() and knock.ident is None:
+            knock.start()
 
     try:
         out = box.run(code, on_output=on_output, timeout=30)
     finally:
-        for sock in door:
-            sock.close()
+        if knock.ident is not None:
+            knock.join(10)
     assert out.error is None and out.stdout == "first\nsecond True\n"
     assert "first\n".startswith(seen[0].content)
     assert "".join(c.content for c in seen) == out.stdout
@@ -96,3 +91,69 @@ def test_stream_yields_every_chunk_in_order(box):
     assert "".join(c.content for c in chunks if c.type == "stdout") == "0\n1\n2\n"
     assert "".join(c.content for c in chunks if c.type == "stderr") == "e\ne\ne\n"
     assert chunks[-1].type == "error" and chunks[-1].content.startswith("ZeroDivisionError")
+
+
+# -- outputs as Jupyter means them -------------------------------------------------------------
+
+FIGURE = ("import matplotlib.pyplot as plt\nplt.figure(figsize=(2, 2))\nplt.plot([1, 3, 2])\n"
+          "plt.show()")
+
+
+def test_a_figure_keeps_its_alt_text_beside_the_png(box):
+    out = box.run(FIGURE)
+    (chunk,) = out.chunks
+    assert chunk.type == "image/png" and chunk.content == out.images[0] == out.content
+    assert chunk.data["image/png"] == chunk.content
+    assert chunk.data["text/plain"] == "<Figure size 200x200 with 1 Axes>"
+
+
+def test_a_bundle_arrives_whole(box):
+    out = box.run("from IPython.display import display\n"
+                  "display({'text/plain': 'alt', 'text/html': '<b>rich</b>',\n"
+                  "         'application/json': {'k': [1, 2]}}, raw=True)\n"
+                  "class T:\n"
+                  "    def _repr_html_(self): return '<table/>'\n"
+                  "    def __repr__(self): return 'a table'\n"
+                  "T()")
+    shown, result = out.chunks
+    assert (shown.type, shown.content) == ("text", "alt")
+    assert shown.data == {"text/plain": "alt", "text/html": "<b>rich</b>",
+                          "application/json": {"k": [1, 2]}}
+    assert (result.type, result.content) == ("text", "a table")
+    assert result.data == {"text/plain": "a table", "text/html": "<table/>"}
+    assert out.content == "alta table"
+
+
+def test_clear_output_leaves_only_the_last_print(box):
+    code = ("from IPython.display import clear_output\nfor i in range(10):\n"
+            "    clear_output()\n    print(i)")
+    out = box.run(code)
+    assert out.stdout == "9\n" and out.content == "9\n"
+    assert [(c.type, c.content) for c in out.chunks] == [("stdout", "9\n")]
+    wait = box.run("from IPython.display import clear_output\nprint('a')\n"
+                   "clear_output(wait=True)\nprint('b')\nclear_output(wait=True)")
+    assert wait.stdout == "b\n"
+
+
+def test_an_updated_display_is_one_chunk(box):
+    out = box.run("from IPython.display import display, HTML\n"
+                  "h = display(HTML('<b>1</b>'), display_id=True)\nprint('between')\n"
+                  "h.update(HTML('<b>2</b>'))\nh.update(HTML('<b>3</b>'))")
+    assert [(c.type, c.content) for c in out.chunks] == [("text/html", "<b>3</b>"),
+                                                         ("stdout", "between\n")]
+    assert out.chunks[0].display_id
+
+
+def test_a_stream_folds_into_the_result(box):
+    code = ("from IPython.display import display, clear_output\nprint('gone')\n"
+            "clear_output()\nh = display('a', display_id='counter')\nprint('kept')\n"
+            "h.update('b')\n" + FIGURE)
+    live = box.stream(code)
+    # How print splits its text into messages is the kernel's; the rest is fixed.
+    assert [c.type for c in live if c.type != "stdout"] == [CLEAR_OUTPUT, "text", "text",
+                                                           "image/png"]
+    shown = [c for c in live if c.display_id == "counter"]
+    assert [c.content for c in shown] == ["'a'", "'b'"]
+    out = box.run(code)
+    assert fold_chunks(live) == out.chunks
+    assert out.chunks[0] == shown[1] and out.stdout == "kept\n" and out.images

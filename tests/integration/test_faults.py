@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from codebox import LocalBox
+from codebox.local._execution import GRACE
 from codebox.local._gateway import shared_gateway
-from codebox.local._kernel_ops import GRACE
 
 pytestmark = pytest.mark.integration
 

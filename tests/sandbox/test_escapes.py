@@ -59,30 +59,41 @@ def test_other_kernels_connection_files_and_the_runtime_dir_are_out_of_reach(sit
 import os
 print('ENV', sorted(k for k in os.environ if 'JUPYTER' in k or 'JPY' in k))
 print('SEEN', sum(os.path.exists(p) for p in {on_host!r}))
-print('LISTED', sorted(os.listdir({site.runtime_dir!r})))
+print('OWN', sorted(os.listdir('/run/codebox')))
+try:  # a server keeps its boxes elsewhere: then nothing of the runtime dir exists inside
+    print('LISTED', sorted(os.listdir({site.runtime_dir!r})))
+except FileNotFoundError:
+    print('LISTED nothing: absent')
 """)
     assert "ENV []" in out
-    assert "SEEN 1" in out  # its own connection file, bound in alone
+    # Its own connection file is bound in alone, at a path of the sandbox's own.
+    assert "SEEN 0" in out and "OWN ['kernel.json']" in out, out
     listed = out.split("LISTED ", 1)[1]
-    assert "cookie" not in listed and listed.count("kernel-") == 1, out
+    assert "cookie" not in listed and listed.count("kernel-") == 0, out
     _healthy(site)
 
 
 def test_an_import_path_holding_the_runtime_dir_does_not_bring_it_in(monkeypatch):
-    # The gateway binds its Python's import paths into every box: one from PYTHONPATH that
-    # holds the runtime dir (here the temp dir, where the gateway makes it) must not be.
-    assert shared_gateway.pid is None, "another box holds a gateway"
+    # A PYTHONPATH that holds the runtime dir (here the temp dir, where the gateway makes
+    # it) is the caller's, never bound in: nothing of the others' kernels shows.
+    from codebox.local._gateway import GatewayProcess
+
     monkeypatch.setenv("PYTHONPATH", os.path.realpath(tempfile.gettempdir()))
-    with LocalBox(sandbox=True) as box, LocalBox(sandbox=True) as other:
-        other.run("1")
-        runtime_dir = shared_gateway._process._runtime_dir
-        on_host = sorted(os.listdir(runtime_dir))
-        assert len([n for n in on_host if n.startswith("kernel-")]) >= 2
-        boxes, own = os.path.join(runtime_dir, "codebox-boxes"), box.kernel_id
-        out = probe(box, f"import os\nprint(sorted(os.listdir({runtime_dir!r})), "
-                         f"len(os.listdir({boxes!r})))")
-    # Its own connection file, bound in alone, and its own directory: nothing of the others.
-    assert out == f"['codebox-boxes', 'kernel-{own}.json'] 1\n", on_host
+    gateway = GatewayProcess(pool_size=0)  # of its own: the changed PYTHONPATH ends with it
+    try:
+        args = {"gateway_url": gateway.url, "gateway_token": gateway.token, "sandbox": True}
+        with LocalBox(**args) as box, LocalBox(**args) as other:
+            other.run("1")
+            runtime_dir = gateway._runtime_dir
+            on_host = sorted(os.listdir(runtime_dir))
+            assert len([n for n in on_host if n.startswith("kernel-")]) >= 2
+            boxes = os.path.join(runtime_dir, "codebox-boxes")
+            out = probe(box, f"import os\nprint(sorted(os.listdir({runtime_dir!r})), "
+                             f"len(os.listdir({boxes!r})))")
+    finally:
+        gateway.close()
+    # Only the path to its own directory: nothing of the others', no connection file.
+    assert out == "['codebox-boxes'] 1\n", on_host
 
 
 def test_the_gateway_can_be_neither_read_nor_signalled(site):
@@ -258,15 +269,27 @@ def listener():
     server.close()
 
 
+THROUGH_THE_PROXY = """
+import socket
+s = socket.create_connection(('127.0.0.1', 3128), timeout=5)
+s.sendall(b'CONNECT host.codebox.internal:{port} HTTP/1.1\\r\\n\\r\\n')
+head = b''
+while b'\\r\\n\\r\\n' not in head:
+    head += s.recv(1)
+print('CONNECTED', s.recv(16))
+"""
+
+
 def test_the_probes_succeed_where_nothing_stops_them(listener, tmp_path):
-    """The controls: the same probes on plain kernels (and the network of a sandbox that
-    was given it) do get through — so the tests above can fail."""
+    """The controls: the same probes on plain kernels (and, through its proxy, a sandbox
+    whose policy names the host's port) do get through — so the tests above can fail."""
+    networked_policy = Sandbox(network=[f"host.codebox.internal:{listener}"])
     with LocalBox(sandbox=False) as attacker, LocalBox(sandbox=False) as victim, \
-            LocalBox(sandbox=Sandbox(network=True)) as networked:
+            LocalBox(sandbox=networked_policy) as networked:
         victim.upload("secret.txt", b"the victim's secret")
         secret = os.path.join(victim.working_dir, "secret.txt")
         assert "READ the victim's secret" in probe(attacker, READ_FILE.format(paths=[secret]))
         gateway = shared_gateway.pid
         assert "READ" in probe(attacker, READ_FILE.format(paths=[f"/proc/{gateway}/cmdline"]))
         assert "CONNECTED b'hello'" in probe(attacker, CONNECT.format(port=listener))
-        assert "CONNECTED b'hello'" in probe(networked, CONNECT.format(port=listener))
+        assert "CONNECTED b'hello'" in probe(networked, THROUGH_THE_PROXY.format(port=listener))

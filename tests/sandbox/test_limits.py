@@ -1,4 +1,4 @@
-"""Limits fail inside the code, and the box works afterwards; install needs the network and
+"""Limits fail inside the code, and the box works afterwards; install needs no network and
 lands in the box; no sandbox where the machine cannot make one; no orphans."""
 
 from __future__ import annotations
@@ -151,9 +151,13 @@ def test_disk_past_the_limit_fails_writes_and_uploads(small_box):
     _usable(small_box)
 
 
-def test_install_needs_the_network(small_box):
-    with pytest.raises(CodeBoxError, match="network"):
-        small_box.install("six")
+def test_install_needs_no_network_and_fails_inside_the_limits(small_box, tmp_path):
+    wheel = make_wheel(tmp_path, "codebox_small_pkg")
+    small_box.upload(wheel.name, wheel.read_bytes())
+    assert str(small_box.install(f"./{wheel.name}")).endswith("installed")
+    assert probe(small_box, "import codebox_small_pkg as m; print(m.ANSWER)") == "42\n"
+    with pytest.raises(CodeBoxError, match=r"pip could not install \./missing\.whl"):
+        small_box.install("./missing.whl")
     _usable(small_box)
 
 

@@ -4,6 +4,10 @@ request cannot bind host paths into a kernelspec that does not trust it."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from codebox import CodeBoxError, LocalBox, Sandbox
@@ -13,13 +17,16 @@ from tests.sandbox.conftest import probe
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stock")
+def gateway():
+    # A short path: the kernels' unix sockets live under its runtime directory (at most
+    # 107 bytes), and pytest's own temporary paths can be longer than that leaves room for.
+    tmp = Path(tempfile.mkdtemp(prefix="cb-stock-"))
     # Untrusted (the default), with a ceiling of its own.
     _sandbox.write_kernelspec(tmp / "share", policy={"max_processes": 100})
     with stock_kernel_gateway(tmp, {"JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
                                     "JUPYTER_PATH": str(tmp / "share")}) as url_and_token:
         yield url_and_token
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_a_stock_gateway_runs_the_sandbox_with_the_requested_policy(gateway):

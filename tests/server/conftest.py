@@ -34,3 +34,28 @@ def session(api):
     sid = response.json()["id"]
     yield sid
     api.post(f"/codebox/{sid}/stop")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster for the whole run (each test takes a database of its own)."""
+    from tests.postgres import running_postgres
+
+    with running_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture()
+def postgres_url(postgres):
+    """The URL of a fresh, empty database, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Where a store lives, once per implementation: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sessions.sqlite3")
+    return request.getfixturevalue("postgres_url")

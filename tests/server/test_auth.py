@@ -102,6 +102,7 @@ def test_health_and_openapi_need_no_key_and_describe_every_endpoint(server):
 def test_capabilities_announce_every_extension(api):
     caps = api.get("/codebox/capabilities").json()
     assert set(caps["extensions"]) == {"rich-run", "stream", "interrupt", "file-sizes",
-                                       "start-options", "shell", "file-ops"}
+                                       "start-options", "shell", "file-ops", "bundles",
+                                       "list", "lifetime", "templates", "snapshots"}
     import codebox
     assert caps["version"] == codebox.__version__

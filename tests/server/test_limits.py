@@ -73,9 +73,11 @@ def _multipart(name: str, size: int, boundary: str = "codebox-test-boundary"):
     return body(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def _nothing_left(data_dir, sid):
+def _nothing_left(api, data_dir, sid):
     assert os.listdir(data_dir / "uploads") == []
-    assert os.listdir(data_dir / "sessions" / str(sid)) == []
+    # A sandboxed session keeps its files in its kernel's own directory, not in data_dir.
+    assert not (data_dir / "sessions" / str(sid)).exists()
+    assert api.get(f"/codebox/{sid}/files").json() == {"files": []}
 
 
 def test_upload_size_limit_leaves_nothing_on_disk(api, session, data_dir):
@@ -86,12 +88,12 @@ def test_upload_size_limit_leaves_nothing_on_disk(api, session, data_dir):
     # Declared too large: refused before the body is read.
     r = api.post(f"/codebox/{session}/upload", files={"file": ("big.bin", b"b" * (LIMIT + 1))})
     assert r.status_code == 413 and str(LIMIT) in r.json()["detail"]
-    _nothing_left(data_dir, session)
+    _nothing_left(api, data_dir, session)
     # No declared size: refused once the file grows past the limit, mid-transfer.
     body, headers = _multipart("big.bin", 8 * LIMIT)
     r = api.post(f"/codebox/{session}/upload", content=body, headers=headers)
     assert r.status_code == 413
-    _nothing_left(data_dir, session)
+    _nothing_left(api, data_dir, session)
     assert api.get(f"/codebox/{session}/files").json() == {"files": []}
     # The same connection-less path for a file within the limit works.
     body, headers = _multipart("ok.bin", 1000)
@@ -121,7 +123,6 @@ def test_run_timeout_is_the_most_a_run_may_take(api, session):
     ("POST", "/run/stream", {"json": {"code": None}}),
     ("POST", "/install", {"json": {}}),
     ("POST", "/install", {"json": {"package_names": ["--index-url=http://example.invalid"]}}),
-    ("GET", "/download", {}),
     ("GET", "/download", {"params": {"file_name": "/etc/passwd"}}),
     ("GET", "/download", {"params": {"file_name": "../x"}}),
     ("GET", "/download", {"json": {"file_name": "a\x00b"}}),
@@ -135,6 +136,12 @@ def test_malformed_requests_are_422(api, session, method, suffix, kwargs):
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
     assert api.get(f"/codebox/{session}/files").json() == {"files": []}
+
+
+def test_a_download_that_names_no_file_finds_none(api, session):
+    # A 404, not a 422: the document cannot require the query or the body, one of two.
+    r = api.get(f"/codebox/{session}/download")
+    assert r.status_code == 404 and "no file named" in r.json()["detail"]
 
 
 def test_idle_sessions_are_culled_and_their_kernels_deleted(tmp_path_factory):

@@ -1,6 +1,8 @@
 """schemathesis against the server's own ``/openapi.json``: a few generated requests per
-operation on one real session (seeded, so a run is repeatable). Every answer must be
-documented, match its schema, and no bad input may be a server error."""
+operation on one real session (seeded, so a run is repeatable), with schemathesis' default
+checks. Every answer must be documented and match its schema, no bad input may be a server
+error, every request the schema calls invalid is refused, and every request it calls valid
+is accepted: the document says exactly what the server enforces."""
 
 from __future__ import annotations
 
@@ -8,14 +10,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    positive_data_acceptance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.server.harness import KEY, running_server
 
@@ -24,22 +19,15 @@ pytestmark = pytest.mark.integration
 EXAMPLES = 4
 
 # Operations that start or end sessions change what the others run against: the harness
-# covers them; here they would only start kernels. Shell commands would run generated
-# command lines on this machine.
+# covers them; here they would only start kernels. (Generated shell commands run inside the
+# session's sandbox, with the server's run timeout of 2 s.)
 SKIPPED = {"/api/v1/codebox/start", "/api/v1/codebox/{session_id}/stop",
-           "/api/v1/codebox/{session_id}/restart", "/api/v1/codebox/{session_id}/shell",
-           "/api/v1/codebox/{session_id}/shell/stream"}
+           "/api/v1/codebox/{session_id}/restart"}
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, negative_data_rejection, positive_data_acceptance]
-
-# Where a schema-valid request may rightly fail: a package name may name no package (pip's
-# answer is a documented 400); a file name has rules the document states in words, not as
-# a schema (relative, no `..`, no control characters), and the file of a download is named
-# by the query or by a JSON body (the document cannot say that one of the two is needed).
-_NAMED = ("download", "files/remove", "files/rename", "files/mkdir", "files/info", "install")
-LENIENT = {f"/api/v1/codebox/{{session_id}}/{route}": [positive_data_acceptance]
-           for route in _NAMED}
+# The one place a request valid by the schema may rightly fail: a well-formed package name
+# may name no package, and pip's failure is a documented 400 (the world's answer, not a
+# refusal of the request). The test runs offline (PIP_NO_INDEX), so every install fails.
+LENIENT = {"/api/v1/codebox/{session_id}/install": [positive_data_acceptance]}
 
 
 def test_generated_requests_meet_the_openapi_document(tmp_path_factory):
@@ -75,7 +63,6 @@ def _fuzz(operation, base_url: str, headers: dict[str, str], sid: int) -> None:
     def check(case):
         if "session_id" in (case.path_parameters or {}):
             case.path_parameters["session_id"] = sid
-        case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS,
-                               excluded_checks=lenient)
+        case.call_and_validate(base_url=base_url, headers=headers, excluded_checks=lenient)
 
     check()

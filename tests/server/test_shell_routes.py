@@ -32,8 +32,10 @@ def test_shell_answers_the_command_result(api, session):
     assert r.status_code == 200, r.text
     assert r.json() == {"exit_code": 4, "stdout": "x\n", "stderr": "e\n", "timed_out": False,
                         "truncated": False,
-                        "chunks": [{"type": "stdout", "content": "x\n"},
-                                   {"type": "stderr", "content": "e\n"}]}
+                        "chunks": [{"type": "stdout", "content": "x\n", "data": None,
+                                    "display_id": None},
+                                   {"type": "stderr", "content": "e\n", "data": None,
+                                    "display_id": None}]}
 
 
 def test_the_server_run_timeout_bounds_a_command(api, session):

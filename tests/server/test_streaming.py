@@ -23,7 +23,7 @@ def test_stream_is_ndjson_chunks_then_the_end(api, session):
         lines = [json.loads(line) for line in r.iter_lines() if line]
     assert lines[:-1] == [{"type": "stdout", "content": "a\n"},
                           {"type": "stderr", "content": "b\n"},
-                          {"type": "text", "content": "42"}]
+                          {"type": "text", "content": "42", "data": {"text/plain": "42"}}]
     end = lines[-1]
     assert end["type"] == "end"
     assert {k: end["output"][k] for k in ("type", "stdout", "stderr", "error")} == {
