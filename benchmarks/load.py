@@ -182,47 +182,64 @@ class Connection:
             writer.close()
 
 
+async def start_sessions(connections: list[Connection]) -> list[int]:
+    """A session started through each connection, one after the other."""
+    ids = []
+    for conn in connections:
+        status, body = await conn.request("GET", "/codebox/start")
+        if status != 200:
+            raise SystemExit(f"could not start a session: {status} {body}")
+        ids.append(body["id"])
+    return ids
+
+
+async def run_sessions(connections: list[Connection], ids: list[int],
+                       runs: int) -> tuple[list[float], int, float]:
+    """``runs`` cells on each session (through the connection beside its id), all sessions
+    at once, after one warm-up run each: the latencies, the errors, the wall time."""
+    pairs = list(zip(connections, ids, strict=True))
+    await asyncio.gather(*(conn.request("POST", f"/codebox/{i}/run", {"code": "1"})
+                           for conn, i in pairs))
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(conn: Connection, sid: int) -> None:
+        nonlocal errors
+        for _ in range(runs):
+            started = time.perf_counter()
+            try:
+                status, out = await conn.request("POST", f"/codebox/{sid}/run", {"code": CODE})
+                ok = status == 200 and out["content"] == EXPECTED
+                if not ok:
+                    log_error(f"{status} {str(out)[:300]}")
+            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                ok = False
+                log_error(f"{type(exc).__name__}: {exc}")
+            latencies.append(time.perf_counter() - started)
+            errors += not ok
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(conn, i) for conn, i in pairs))
+    return latencies, errors, time.perf_counter() - started
+
+
+async def stop_sessions(connections: list[Connection], ids: list[int]) -> None:
+    await asyncio.gather(*(conn.request("POST", f"/codebox/{i}/stop")
+                           for conn, i in zip(connections, ids, strict=True)))
+
+
 async def server_load(sessions: int, runs: int) -> dict[str, Any]:
     proc, base = start_server()
     connections = [Connection(base) for _ in range(sessions)]
     try:
-        ids = []
-        for conn in connections:
-            status, body = await conn.request("GET", "/codebox/start")
-            if status != 200:
-                raise SystemExit(f"could not start a session: {status} {body}")
-            ids.append(body["id"])
-        await asyncio.gather(*(conn.request("POST", f"/codebox/{i}/run", {"code": "1"})
-                               for conn, i in zip(connections, ids, strict=True)))
+        ids = await start_sessions(connections)
         before = rss_mib(proc.pid)
-        latencies: list[float] = []
-        errors = 0
-
-        async def worker(conn: Connection, sid: int) -> None:
-            nonlocal errors
-            for _ in range(runs):
-                started = time.perf_counter()
-                try:
-                    status, out = await conn.request("POST", f"/codebox/{sid}/run",
-                                                     {"code": CODE})
-                    ok = status == 200 and out["content"] == EXPECTED
-                    if not ok:
-                        log_error(f"{status} {str(out)[:300]}")
-                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-                    ok = False
-                    log_error(f"{type(exc).__name__}: {exc}")
-                latencies.append(time.perf_counter() - started)
-                errors += not ok
-
         # The server's tree (server, gateway, kernels) and this client, not the gateway the
         # LocalBox part left behind.
         cpu = cpu_seconds(proc.pid) + own_cpu_seconds()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(conn, i) for conn, i in zip(connections, ids, strict=True)))
-        wall = time.perf_counter() - started
+        latencies, errors, wall = await run_sessions(connections, ids, runs)
         cpu = cpu_seconds(proc.pid) + own_cpu_seconds() - cpu
-        await asyncio.gather(*(conn.request("POST", f"/codebox/{i}/stop")
-                               for conn, i in zip(connections, ids, strict=True)))
+        await stop_sessions(connections, ids)
         after = rss_mib(proc.pid)
     finally:
         for conn in connections:
