@@ -82,7 +82,7 @@ class SandboxProvisioner(LocalProvisioner):
     _sandbox_policy: dict[str, Any] | None = None
     _work_owner: tuple[int, int] | None = None  # a caller's directory's, given back at the end
     _output: KernelOutput | None = None
-    _watch: asyncio.Future[None] | None = None
+    _watch: _watchdog.Watch | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -186,9 +186,9 @@ class SandboxProvisioner(LocalProvisioner):
         cgroups = self._cgroups
         if policy.get("memory_mb") and (cgroups is None or "memory" not in cgroups.held):
             assert self.process is not None
-            self._watch = asyncio.ensure_future(_watchdog.watch(
+            self._watch = _watchdog.Watch(
                 self.process.pid, policy["memory_mb"] * 1024 * 1024, str(self.kernel_id),
-                self.log))
+                self.log)
         return info
 
     async def _launched(self) -> None:
@@ -264,9 +264,10 @@ class SandboxProvisioner(LocalProvisioner):
             self._installs.discard(task)
 
     async def cleanup(self, restart: bool = False) -> None:
-        for task in (self._linker, self._watch):
-            if task is not None:
-                task.cancel()
+        if self._linker is not None:
+            self._linker.cancel()
+        if self._watch is not None:
+            self._watch.stop()
         self._linker = self._watch = None
         if self._output is not None:
             self._output.close()
