@@ -14,7 +14,12 @@ from collections import deque
 import pytest
 
 from codebox import _engine as engine
-from codebox.errors import CodeBoxConnectionError, CodeBoxError, CodeBoxNotFoundError
+from codebox.errors import (
+    CodeBoxConnectionError,
+    CodeBoxError,
+    CodeBoxNotFoundError,
+    GatewayError,
+)
 from codebox.local import _execution as execution
 from codebox.local import _kernel as kernel_ops
 from codebox.local import _lifecycle as lifecycle
@@ -365,12 +370,61 @@ def test_a_dying_gateway_that_refuses_is_replaced_and_the_run_says_state_is_gone
 
 
 def _run_after_its_gateway_died(kernel: Dying) -> None:
-    """A run on a live gateway, then one after it died: that one must raise."""
+    """A run on a live gateway, then one after it died: that one must raise (and the box,
+    which was running, keeps its hold on the gateway until it is stopped)."""
     st = kernel_ops.KernelState()
     kernel.drive(execution.execute(st, CFG, "x = 1", timeout=None))
     kernel.dead = True
     with pytest.raises(CodeBoxConnectionError, match="cannot reach the gateway"):
         kernel.drive(execution.execute(st, CFG, "x", timeout=None))
+    assert "ReleaseGateway" not in kernel.kinds()
+
+
+class RefusedPooled(ScriptedKernel):
+    """Our gateway hands out a pooled kernel, then refuses the websocket of the first
+    ``refusals`` kernels the box connects to (HTTP 500: the kernel never came alive)."""
+
+    def __init__(self, refusals: int):
+        super().__init__()
+        self.refusals = refusals
+
+    def answer(self, req):
+        if isinstance(req, Gateway):
+            self.requests.append(req)
+            return GatewayAddress("http://gateway.test", "t", 1, pool=True)
+        if isinstance(req, Http) and req.path == "/codebox/pool":
+            self.requests.append(req)
+            return 200, {"id": "pooled"}
+        if isinstance(req, Connect) and self.refusals:
+            self.requests.append(req)
+            self.refusals -= 1
+            raise GatewayError("the kernel websocket was refused", http_status=500)
+        return super().answer(req)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_pooled_kernel_whose_websocket_is_refused_is_replaced_by_a_new_one(flavour):
+    kernel = RefusedPooled(refusals=1)
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "1", timeout=None), flavour=flavour)
+    assert out.error is None and st.kernel_id == "k1" and st.status == "running"
+    # the refused one deleted, a kernel started for the box (not another pooled one)
+    assert kernel.paths()[:3] == ["/codebox/pool", "/api/kernels/pooled", "/api/kernels"]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_start_that_fails_holds_no_kernel_and_no_gateway(flavour):
+    kernel = RefusedPooled(refusals=2)
+    st = kernel_ops.KernelState()
+    with pytest.raises(GatewayError, match="refused"):
+        kernel.drive(lifecycle.start(st, CFG), flavour=flavour)
+    assert st.status == "stopped" and st.kernel_id is None
+    assert kernel.paths() == ["/codebox/pool", "/api/kernels/pooled", "/api/kernels",
+                              "/api/kernels/k1"]
+    assert kernel.kinds()[-2:] == ["Disconnect", "ReleaseGateway"]
+    kernel.refusals = 0  # and the box can start again
+    kernel.drive(lifecycle.start(st, CFG), flavour=flavour)
+    assert st.status == "running"
 
 
 def test_a_gateway_given_by_url_that_refuses_is_an_error_not_a_replacement():

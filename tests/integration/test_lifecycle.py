@@ -238,3 +238,16 @@ def test_a_dead_gateway_is_replaced_and_the_box_says_its_state_is_gone():
         assert box.run("'state' in dir()").content == "False"  # a new gateway, a new kernel
         assert shared_gateway.pid not in (None, old_pid)
         assert box.run("print('back')").stdout == "back\n"
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_box_that_fails_to_start_holds_no_kernel_and_no_gateway(flavour):
+    assert shared_gateway.pid is None, "another box holds a gateway"
+    box = LocalBox(kernel_name="codebox-no-such-kernel")
+    with pytest.raises(CodeBoxError, match="start a kernel"):
+        if flavour == "sync":
+            box.run("1")
+        else:
+            asyncio.run(box.arun("1"))
+    # the gateway it spawned went with it: nothing holds it
+    assert box.status() == "stopped" and shared_gateway.pid is None

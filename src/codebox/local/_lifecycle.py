@@ -36,7 +36,18 @@ SETUP_PATIENCE = 10.0
 
 
 def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op[None]:
-    """Make sure the box has a live kernel, connected and set up; start one if needed."""
+    """Make sure the box has a live kernel, connected and set up; start one if needed. A
+    start that fails holds nothing: no kernel, no hold on the gateway."""
+    fresh = st.kernel_id is None and st.status == "stopped"  # not a box healing
+    try:
+        yield from _ensure(st, cfg)
+    except CodeBoxError:
+        if fresh:
+            yield from _give_back(st, cfg)
+        raise
+
+
+def _ensure(st: KernelState, cfg: KernelConfig) -> Op[None]:
     if st.stopping():
         raise CodeBoxError("the box is being stopped")
     if (st.kernel_id is not None and st.address is not None and not st.address.pool
@@ -56,28 +67,14 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op[None]:
         st.status = "starting"
         if st.lost and cfg.kept_root is not None and cfg.sandbox is not None:
             cfg = replace(cfg, sandbox={**cfg.sandbox, "work_dir": cfg.kept_root})
-        st.address = yield Gateway()
-        try:
-            st.kernel_id = yield from _new_kernel(st, cfg)
-        except CodeBoxConnectionError:
-            if not st.address.pool:
-                raise  # a gateway given by URL: not ours to replace
-            # Ours may be exiting: a killed gateway closes its socket before the last of its
-            # threads ends, and only then can it be reaped. Ask again (it is replaced if it
-            # refuses connections); on a new one, try once more.
-            refused, st.address = st.address, (yield Gateway(refused=st.address))
-            if st.address.generation == refused.generation:
-                raise
-            st.kernel_id = yield from _new_kernel(st, cfg)
-        st.needs_setup = True
-        yield Connect(st.address, st.kernel_id, cfg.start_timeout)
+        yield from _start_kernel(st, cfg)
     if st.needs_setup:
         # A kernel restarted or replaced keeps the box's root, even one the kernel made.
         root = cfg.root if cfg.root is not None else st.root
         try:
             data = yield from _set_up(st, cfg, cfg.dialect.setup(root, cfg.env))
         except KernelGone:
-            return (yield from ensure_kernel(st, cfg))
+            return (yield from _ensure(st, cfg))
         st.root = data[0].content["root"]
         st.started = data[0].content.get("started")
         st.needs_setup = False
@@ -85,6 +82,53 @@ def ensure_kernel(st: KernelState, cfg: KernelConfig) -> Op[None]:
         if after is not None:
             yield from after(st, cfg)
     st.status = "running"
+
+
+def _start_kernel(st: KernelState, cfg: KernelConfig) -> Op[None]:
+    """A new kernel for the box, connected."""
+    st.address = yield Gateway()
+    try:
+        st.kernel_id = yield from _new_kernel(st, cfg)
+    except CodeBoxConnectionError:
+        if not st.address.pool:
+            raise  # a gateway given by URL: not ours to replace
+        # Ours may be exiting: a killed gateway closes its socket before the last of its
+        # threads ends, and only then can it be reaped. Ask again (it is replaced if it
+        # refuses connections); on a new one, try once more.
+        refused, st.address = st.address, (yield Gateway(refused=st.address))
+        if st.address.generation == refused.generation:
+            raise
+        st.kernel_id = yield from _new_kernel(st, cfg)
+    st.needs_setup = True
+    try:
+        yield Connect(st.address, st.kernel_id, cfg.start_timeout)
+    except (GatewayError, CodeBoxNotFoundError) as exc:
+        if not st.address.pool or not (exc.http_status == 404 or (exc.http_status or 0) >= 500):
+            raise
+        # Our gateway refused the websocket of a kernel it just handed out (it is gone, or
+        # died and never came back alive): that one is of no use. Once, one started for
+        # this box, not a pooled one.
+        yield from _delete_kernel(st, cfg)
+        st.kernel_id = yield from _new_kernel(st, cfg, pooled=False)
+        yield Connect(st.address, st.kernel_id, cfg.start_timeout)
+
+
+def _delete_kernel(st: KernelState, cfg: KernelConfig) -> Op[None]:
+    """Delete the box's kernel, if it has one, whatever became of it."""
+    if st.kernel_id is not None and st.address is not None:
+        try:
+            yield Http(st.address, "DELETE", f"/api/kernels/{st.kernel_id}", None, cfg.timeout)
+        except CodeBoxError:
+            pass
+    st.kernel_id = None
+
+
+def _give_back(st: KernelState, cfg: KernelConfig) -> Op[None]:
+    """What a failed start took: its kernel, its connection, its hold on the gateway."""
+    yield from _delete_kernel(st, cfg)
+    yield Disconnect()
+    yield ReleaseGateway()
+    st.status = "stopped"
 
 
 def _set_up(st: KernelState, cfg: KernelConfig, code: str) -> Op[Any]:
@@ -109,9 +153,9 @@ def _set_up(st: KernelState, cfg: KernelConfig, code: str) -> Op[Any]:
         yield Connect(st.address, st.kernel_id, max(0.1, end - now()))
 
 
-def _new_kernel(st: KernelState, cfg: KernelConfig) -> Op[str]:
+def _new_kernel(st: KernelState, cfg: KernelConfig, pooled: bool = True) -> Op[str]:
     """A kernel for the box: a warm one from the pool, else one started now."""
-    kernel_id = yield from _pooled_kernel(st, cfg)
+    kernel_id = (yield from _pooled_kernel(st, cfg)) if pooled else None
     if kernel_id is None:
         body = yield from http(st, "start a kernel", "POST", "/api/kernels",
                                _kernel_request(cfg), cfg.start_timeout)
@@ -151,24 +195,16 @@ def start(st: KernelState, cfg: KernelConfig) -> Op[CodeBoxStatus]:
 def stop(st: KernelState, cfg: KernelConfig) -> Op[CodeBoxStatus]:
     """Delete the kernel (after removing its temporary directory, when the kernel made it),
     close the websocket and release the gateway. Never raises for a kernel already gone."""
-    if st.kernel_id is not None and st.address is not None:
-        if cfg.remove_root:
-            try:
-                # The box may hold no connection (one that took over a running kernel).
-                yield Connect(st.address, st.kernel_id, 5.0)
-                yield from call(st, cfg, cfg.dialect.cleanup(st.root), 5.0, "clean up")
-            except CodeBoxError:
-                pass
+    if st.kernel_id is not None and st.address is not None and cfg.remove_root:
         try:
-            yield Http(st.address, "DELETE", f"/api/kernels/{st.kernel_id}", None, cfg.timeout)
+            # The box may hold no connection (one that took over a running kernel).
+            yield Connect(st.address, st.kernel_id, 5.0)
+            yield from call(st, cfg, cfg.dialect.cleanup(st.root), 5.0, "clean up")
         except CodeBoxError:
             pass
-    yield Disconnect()
-    yield ReleaseGateway()
-    st.kernel_id = None
+    yield from _give_back(st, cfg)
     st.root = None
     st.lost = False
-    st.status = "stopped"
     return CodeBoxStatus(status="stopped")
 
 
