@@ -30,7 +30,8 @@ def test_two_boxes_run_at_the_same_time(make_box):
     b.run("me = 'b'")
     # `a` runs until it is interrupted; `b` runs to its end meanwhile, then `a` is
     # interrupted (sandboxed boxes share no files and no network: an interrupt reaches all).
-    wait = ("import time\nprint(me, 'waits', flush=True)\ntry:\n    time.sleep(20)\n"
+    # (The print is inside the try: the interrupt may land while its flush still waits.)
+    wait = ("import time\ntry:\n    print(me, 'waits', flush=True)\n    time.sleep(20)\n"
             "    print(me, False)\nexcept KeyboardInterrupt:\n    print(me, True)")
     touch = "print(me)"
     if a.kind == "sync":

@@ -65,7 +65,8 @@ def test_chunks_arrive_while_the_code_runs(box):
     # The code goes on only once the caller has seen its first output (or gives up): the
     # caller then interrupts it, from a thread of its own (a sandboxed box shares no files
     # and no network with the caller; an interrupt reaches every box).
-    code = ("import time\nprint('first', flush=True)\ntry:\n    time.sleep(20)\n"
+    # (The print is inside the try: the interrupt may land while its flush still waits.)
+    code = ("import time\ntry:\n    print('first', flush=True)\n    time.sleep(20)\n"
             "    print('second', False)\nexcept KeyboardInterrupt:\n    print('second', True)")
     seen: list = []
     knock = threading.Thread(target=box.box.interrupt)
