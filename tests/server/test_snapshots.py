@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -180,5 +182,52 @@ def test_two_servers_on_one_store_resume_a_paused_session_once(shared_store,
                 client.close()
             assert gateway.kernel_ids()  # the resumed session's kernel
         finally:
+            for s in servers:
+                s.stop()
+
+
+def test_a_session_resumed_on_one_server_is_not_paused_by_another_while_it_runs(
+        tmp_path_factory):
+    # Resumed is used now, written before it runs again; and a server records the use of
+    # its busy sessions often enough that another one never finds them idle.
+    store = ("--data-dir", str(tmp_path_factory.mktemp("data")))
+    with running_gateway("kernel-gateway", tmp_path_factory.mktemp("kg")) as gateway:
+        args = ("--gateway-url", gateway.url, "--pause-idle", "1", *store)
+        env = {"CODEBOX_SERVER_API_KEYS": KEY,
+               "CODEBOX_SERVER_GATEWAY_TOKEN": gateway.token}
+        logs = tmp_path_factory.mktemp("logs")
+        servers = [ServerProcess(*args, env=env, log_dir=logs) for _ in range(2)]
+        try:
+            clients = [httpx.Client(base_url=s.base_url, trust_env=False, timeout=120,
+                                    headers={"Authorization": f"Bearer {KEY}"})
+                       for s in servers]
+            sid = clients[0].get("/codebox/start").json()["id"]
+            assert clients[0].post(f"/codebox/{sid}/run",
+                                   json={"code": "x = 41"}).json()["error"] is None
+            wait_until(lambda: _paused(clients[1], sid), timeout=30)
+            paused_at = time.time()
+            code = ("import time\nprint('in', flush=True)\ntime.sleep(4)\nprint(x + 1)")
+            seen = []
+            with clients[0].stream("POST", f"/codebox/{sid}/run/stream",
+                                   json={"code": code}) as answer:
+                for line in answer.iter_lines():
+                    seen.append(line)
+                    if '"in' in line and len(seen) == 1:
+                        # the store says it was used when it was resumed, not before
+                        listed = {i["id"]: i for i in clients[1].get("/codebox/sessions").json()}
+                        used = datetime.fromisoformat(listed[sid]["last_used"]).timestamp()
+                        assert used >= paused_at, (used, paused_at)
+                        # resumed and running for 4 s more: as seen by the other server,
+                        # sampled for 3 of them, it stays running (not paused again)
+                        statuses, end = set(), time.monotonic() + 3.0
+                        while time.monotonic() < end:
+                            statuses.add(clients[1].get(f"/codebox/{sid}/").json()["status"])
+                        assert statuses == {"running"}, statuses
+            assert any('"42' in line for line in seen), seen
+            resumed = sum(s.log().count(f"session {sid} resumed") for s in servers)
+            assert resumed == 1
+        finally:
+            for c in clients:
+                c.close()
             for s in servers:
                 s.stop()

@@ -320,11 +320,14 @@ class SessionManager:
         box = self._new_box(directory, record.env, record.owner, template=template,
                             snapshot=snapshot_id)
         session = Session(record.id, record.owner, box, directory, busy=1,
-                          last_used=record.last_used, recorded_use=record.last_used,
-                          env=record.env, template=template)
+                          recorded_use=record.last_used, env=record.env, template=template)
         self._sessions[record.id] = session
         try:
             await box.astart()
+            # Resumed is used now, and written so before it is recorded running: its last
+            # use before the pause would make it idle at once, to be paused again (by any
+            # server) before the request that resumed it is done.
+            await self._record_use([session])
             await self._record_kernel(session)
         except BaseException:
             session.closed = True
@@ -502,7 +505,11 @@ class SessionManager:
     # -- housekeeping --------------------------------------------------------------------
 
     def _housekeeping_interval(self) -> float:
-        return max(0.2, min(2.0, self.settings.idle_timeout / 4))
+        # A tick records the use of this server's busy sessions too: it must come often
+        # enough that no other server finds one of them idle long enough to pause it.
+        pause = self.settings.pause_idle
+        return max(0.2, min(2.0, self.settings.idle_timeout / 4,
+                            pause / 4 if pause is not None else 2.0))
 
     async def _housekeeping(self) -> None:
         while True:
