@@ -7,6 +7,7 @@ the store."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import time
 from datetime import datetime
@@ -153,37 +154,49 @@ def shared_store(request, tmp_path_factory):
     return ("--store", request.getfixturevalue("postgres_url"), "--data-dir", str(data_dir))
 
 
-def test_two_servers_on_one_store_resume_a_paused_session_once(shared_store,
-                                                               tmp_path_factory):
+@contextlib.contextmanager
+def _two_servers_paused(store, pause_idle: str, tmp_path_factory):
+    """Two servers on one store and one stock gateway, pausing after ``pause_idle``
+    seconds, and a session started on the first, set ``x = 41``, then paused: yields the
+    servers, a client of each and the session's id."""
     with running_gateway("kernel-gateway", tmp_path_factory.mktemp("kg")) as gateway:
-        # Idle for 3 s: long enough that the four runs below, on a loaded machine, never
-        # leave it idle between them (a second pause and resume is not what is tested).
-        args = ("--gateway-url", gateway.url, "--pause-idle", "3", *shared_store)
+        args = ("--gateway-url", gateway.url, "--pause-idle", pause_idle, *store)
         env = {"CODEBOX_SERVER_API_KEYS": KEY,
                "CODEBOX_SERVER_GATEWAY_TOKEN": gateway.token}
         logs = tmp_path_factory.mktemp("logs")
         servers = [ServerProcess(*args, env=env, log_dir=logs) for _ in range(2)]
+        clients = [httpx.Client(base_url=s.base_url, trust_env=False, timeout=120,
+                                headers={"Authorization": f"Bearer {KEY}"})
+                   for s in servers]
         try:
-            clients = [httpx.Client(base_url=s.base_url, trust_env=False, timeout=120,
-                                    headers={"Authorization": f"Bearer {KEY}"})
-                       for s in servers]
             sid = clients[0].get("/codebox/start").json()["id"]
             assert clients[0].post(f"/codebox/{sid}/run",
                                    json={"code": "x = 41"}).json()["error"] is None
             wait_until(lambda: _paused(clients[1], sid), timeout=30)
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                runs = list(pool.map(
-                    lambda c: c.post(f"/codebox/{sid}/run", json={"code": "print(x + 1)"}),
-                    clients * 2))
-            assert [r.json()["stdout"] for r in runs] == ["42\n"] * 4, [r.text for r in runs]
-            resumed = sum(s.log().count(f"session {sid} resumed") for s in servers)
-            assert resumed == 1
-            for client in clients:
-                client.close()
+            yield servers, clients, sid
             assert gateway.kernel_ids()  # the resumed session's kernel
         finally:
-            for s in servers:
-                s.stop()
+            for client in clients:
+                client.close()
+            for server in servers:
+                server.stop()
+
+
+def _resumed(servers, sid) -> int:
+    return sum(s.log().count(f"session {sid} resumed") for s in servers)
+
+
+def test_two_servers_on_one_store_resume_a_paused_session_once(shared_store,
+                                                               tmp_path_factory):
+    # Idle for 3 s: long enough that the four runs below, on a loaded machine, never leave
+    # it idle between them (a second pause and resume is not what is tested).
+    with _two_servers_paused(shared_store, "3", tmp_path_factory) as (servers, clients, sid):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            runs = list(pool.map(
+                lambda c: c.post(f"/codebox/{sid}/run", json={"code": "print(x + 1)"}),
+                clients * 2))
+        assert [r.json()["stdout"] for r in runs] == ["42\n"] * 4, [r.text for r in runs]
+        assert _resumed(servers, sid) == 1
 
 
 def test_a_session_resumed_on_one_server_is_not_paused_by_another_while_it_runs(
@@ -191,43 +204,24 @@ def test_a_session_resumed_on_one_server_is_not_paused_by_another_while_it_runs(
     # Resumed is used now, written before it runs again; and a server records the use of
     # its busy sessions often enough that another one never finds them idle.
     store = ("--data-dir", str(tmp_path_factory.mktemp("data")))
-    with running_gateway("kernel-gateway", tmp_path_factory.mktemp("kg")) as gateway:
-        args = ("--gateway-url", gateway.url, "--pause-idle", "1", *store)
-        env = {"CODEBOX_SERVER_API_KEYS": KEY,
-               "CODEBOX_SERVER_GATEWAY_TOKEN": gateway.token}
-        logs = tmp_path_factory.mktemp("logs")
-        servers = [ServerProcess(*args, env=env, log_dir=logs) for _ in range(2)]
-        try:
-            clients = [httpx.Client(base_url=s.base_url, trust_env=False, timeout=120,
-                                    headers={"Authorization": f"Bearer {KEY}"})
-                       for s in servers]
-            sid = clients[0].get("/codebox/start").json()["id"]
-            assert clients[0].post(f"/codebox/{sid}/run",
-                                   json={"code": "x = 41"}).json()["error"] is None
-            wait_until(lambda: _paused(clients[1], sid), timeout=30)
-            paused_at = time.time()
-            code = ("import time\nprint('in', flush=True)\ntime.sleep(4)\nprint(x + 1)")
-            seen = []
-            with clients[0].stream("POST", f"/codebox/{sid}/run/stream",
-                                   json={"code": code}) as answer:
-                for line in answer.iter_lines():
-                    seen.append(line)
-                    if '"in' in line and len(seen) == 1:
-                        # the store says it was used when it was resumed, not before
-                        listed = {i["id"]: i for i in clients[1].get("/codebox/sessions").json()}
-                        used = datetime.fromisoformat(listed[sid]["last_used"]).timestamp()
-                        assert used >= paused_at, (used, paused_at)
-                        # resumed and running for 4 s more: as seen by the other server,
-                        # sampled for 3 of them, it stays running (not paused again)
-                        statuses, end = set(), time.monotonic() + 3.0
-                        while time.monotonic() < end:
-                            statuses.add(clients[1].get(f"/codebox/{sid}/").json()["status"])
-                        assert statuses == {"running"}, statuses
-            assert any('"42' in line for line in seen), seen
-            resumed = sum(s.log().count(f"session {sid} resumed") for s in servers)
-            assert resumed == 1
-        finally:
-            for c in clients:
-                c.close()
-            for s in servers:
-                s.stop()
+    with _two_servers_paused(store, "1", tmp_path_factory) as (servers, clients, sid):
+        paused_at = time.time()
+        code = "import time\nprint('in', flush=True)\ntime.sleep(4)\nprint(x + 1)"
+        seen = []
+        with clients[0].stream("POST", f"/codebox/{sid}/run/stream",
+                               json={"code": code}) as answer:
+            for line in answer.iter_lines():
+                seen.append(line)
+                if '"in' in line and len(seen) == 1:
+                    # the store says it was used when it was resumed, not before
+                    listed = {i["id"]: i for i in clients[1].get("/codebox/sessions").json()}
+                    used = datetime.fromisoformat(listed[sid]["last_used"]).timestamp()
+                    assert used >= paused_at, (used, paused_at)
+                    # resumed and running for 4 s more: as seen by the other server,
+                    # sampled for 3 of them, it stays running (not paused again)
+                    statuses, end = set(), time.monotonic() + 3.0
+                    while time.monotonic() < end:
+                        statuses.add(clients[1].get(f"/codebox/{sid}/").json()["status"])
+                    assert statuses == {"running"}, statuses
+        assert any('"42' in line for line in seen), seen
+        assert _resumed(servers, sid) == 1
