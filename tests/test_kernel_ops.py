@@ -284,6 +284,28 @@ def test_a_silent_set_up_is_asked_again_on_a_new_connection(flavour, monkeypatch
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_set_up_answered_without_its_data_is_asked_again_on_a_new_connection(flavour):
+    # A stock gateway that restarted the kernel: the shell reply comes, its IOPub data not.
+    class Lossy(ScriptedKernel):
+        lost = 1
+
+        def answer(self, req):
+            if isinstance(req, Send) and self.lost and json.loads(_part(req.frame, 4))["silent"]:
+                self.requests.append(req)
+                self.lost -= 1
+                self.inbox.extend(finished(json.loads(_part(req.frame, 1))["msg_id"]))
+                return None
+            return super().answer(req)
+
+    kernel = Lossy()
+    st = kernel_ops.KernelState()
+    out = kernel.drive(execution.execute(st, CFG, "1", timeout=None), flavour=flavour)
+    assert out.error is None and st.root == "/box"
+    kinds = kernel.kinds()
+    assert kinds.count("Connect") == 2 and "Disconnect" in kinds  # asked again, anew
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_peer_that_resets_the_handshake_is_a_connection_error(flavour):
     # What a box meets when another process took its dead gateway's port.
     import socket

@@ -132,22 +132,31 @@ def _give_back(st: KernelState, cfg: KernelConfig) -> Op[None]:
 
 
 def _set_up(st: KernelState, cfg: KernelConfig, code: str) -> Op[Any]:
-    """Run the setup snippet, asking again on a fresh connection while the kernel is silent.
+    """Run the setup snippet, asking again on a fresh connection while the kernel is silent
+    or answers without the snippet's data.
 
     A stock gateway that restarts a dead kernel on new ports strands a websocket that
-    connected meanwhile: it stays open and silent. Setup is idempotent, so silence for
-    `SETUP_PATIENCE` seconds means reconnect and ask again, all within ``start_timeout``.
+    connected meanwhile: it stays open and silent, or its shell channel comes back before
+    its IOPub, so the reply arrives and the data (on IOPub) is lost. Setup is idempotent, so
+    silence for `SETUP_PATIENCE` seconds, or a reply without data, means reconnect (a new
+    websocket is opened only once its channels answer) and ask again, all within
+    ``start_timeout``.
     """
     end = now() + (cfg.start_timeout or 60.0)
     while True:
         wait = min(SETUP_PATIENCE, max(0.1, end - now()))
         try:
-            return (yield from call(st, cfg, code, wait, "set up"))
+            data = yield from call(st, cfg, code, wait, "set up")
         except CodeBoxTimeoutError as exc:
             if now() + 0.1 >= end:
                 raise CodeBoxTimeoutError(
                     f"set up: no answer from the kernel within {cfg.start_timeout:g} s"
                 ) from exc
+        else:
+            if data:
+                return data
+            if now() + 0.1 >= end:
+                raise CodeBoxError("set up: the kernel answered, but its data never came")
         assert st.address is not None and st.kernel_id is not None
         yield Disconnect()
         yield Connect(st.address, st.kernel_id, max(0.1, end - now()))
