@@ -156,3 +156,19 @@ def test_codebox_lists_and_sets_lifetimes_through_the_server(server):
         asyncio.run(twins())
     finally:
         box.close()
+
+
+def test_a_request_outlasting_a_tiny_lifetime_is_not_cut(api):
+    # A lifetime far shorter than the server's housekeeping step, set while a run is going:
+    # the run ends as it would (its session is in use), and the session stops after it.
+    sid = _start(api)
+    code = "import time\nprint('in', flush=True)\ntime.sleep(3)\nprint('done')"
+    lines = []
+    with api.stream("POST", f"/codebox/{sid}/run/stream", json={"code": code}) as answer:
+        for line in answer.iter_lines():
+            lines.append(line)
+            if len(lines) == 1:
+                assert api.post(f"/codebox/{sid}/lifetime",
+                                json={"seconds": 1e-9}).status_code == 200
+    assert any('done' in line for line in lines) and "stopped" not in "".join(lines), lines
+    wait_until(lambda: api.get(f"/codebox/{sid}/").status_code == 404, timeout=20)

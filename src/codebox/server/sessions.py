@@ -435,9 +435,9 @@ class SessionManager:
         """Write when this server's sessions were last used (those in use: now)."""
         await self._record_use(list(self._sessions.values()))
 
-    async def _record_use(self, sessions: list[Session]) -> None:
-        """Write when sessions were last used; those in use count as used now."""
-        now = time.time()
+    async def _record_use(self, sessions: list[Session], now: float | None = None) -> None:
+        """Write when sessions were last used; those in use count as used ``now``."""
+        now = time.time() if now is None else now
         used = {}
         for session in sessions:
             when = now if session.busy else session.last_used
@@ -528,8 +528,11 @@ class SessionManager:
 
         Their kernels are stopped in the background: housekeeping must go on recording the
         use of this server's busy sessions meanwhile, or another server would take them."""
-        await self._record_use(list(self._sessions.values()))
-        taken = await self.store.take_idle(time.time(), self.settings.idle_timeout,
+        # One clock reading for both: a session in use here is used at exactly the time it
+        # is judged by, so no lifetime, however short, stops it under its request.
+        now = time.time()
+        await self._record_use(list(self._sessions.values()), now)
+        taken = await self.store.take_idle(now, self.settings.idle_timeout,
                                            self.server_id, STOP_LEASE)
         for record in taken:
             log.info("session %s unused for %g s: stopping it", record.id,
